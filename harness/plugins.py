@@ -1,0 +1,128 @@
+"""The plugin manager and the registry of named teachers, students, backends and tasks.
+
+One entry-point group, ``lrl_harness``, finds every plugin; the built-ins are registered through it
+exactly as a third-party package would be. A plugin that fails to import is recorded and reported,
+and the others keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import PROJECT, hookspecs
+from .errors import LrlError, UnknownPluginError
+
+KINDS = ("task", "teacher", "student", "backend")
+_HOOK_FOR_KIND = {
+    "task": "register_tasks",
+    "teacher": "register_teachers",
+    "student": "register_students",
+    "backend": "register_backends",
+}
+DISABLE_ENV = "LRL_HARNESS_DISABLE_PLUGINS"
+"""Comma-separated entry-point names not to load (like pytest's ``-p no:NAME``)."""
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    module: str
+    error: str
+
+
+@dataclass
+class Registration:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    module: str
+    distribution: str | None
+    options: dict = field(default_factory=dict)
+    description: str = ""
+
+
+class Registry:
+    """Name -> factory, per kind, collected once per plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self.failures: list[PluginFailure] = list(getattr(pm, "lrl_failures", []))
+        self._items: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
+        dists = getattr(pm, "lrl_distributions", {})
+        for kind, hook_name in _HOOK_FOR_KIND.items():
+            hook = getattr(pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                module = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
+
+                def register(name, factory, *, description="", _kind=kind, _plugin=plugin_name,
+                             _module=module, **options):
+                    self._add(Registration(_kind, name, factory, _plugin, _module,
+                                           dists.get(_plugin), options, description))
+
+                try:
+                    impl.function(register=register)
+                except LrlError:
+                    raise
+                except Exception as exc:  # a broken plugin must not break the others
+                    self.failures.append(PluginFailure(plugin_name, module, f"{type(exc).__name__}: {exc}"))
+
+    def _add(self, reg: Registration) -> None:
+        existing = self._items[reg.kind].get(reg.name)
+        if existing is not None:
+            raise LrlError(
+                f"{reg.kind} {reg.name!r} is registered twice: by plugin {existing.plugin!r} "
+                f"({existing.module}) and by plugin {reg.plugin!r} ({reg.module})"
+            )
+        self._items[reg.kind][reg.name] = reg
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._items[kind])
+
+    def all(self) -> Iterable[Registration]:
+        for kind in KINDS:
+            yield from (self._items[kind][n] for n in sorted(self._items[kind]))
+
+    def get(self, kind: str, name: str) -> Registration:
+        try:
+            return self._items[kind][name]
+        except KeyError:
+            available = ", ".join(self.names(kind)) or "none"
+            hint = ""
+            broken = [f.name for f in self.failures]
+            if broken:
+                hint = f" (plugins that failed to load: {', '.join(broken)}; see `lrl plugins`)"
+            raise UnknownPluginError(f"unknown {kind} {name!r}; available: {available}{hint}") from None
+
+
+def make_plugin_manager(
+    *, load_entry_points: bool = True, plugins: Iterable[Any] = (), blocked: Iterable[str] = ()
+) -> pluggy.PluginManager:
+    """A fresh manager: hook specs, entry-point plugins (minus blocked ones), then ``plugins``."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.lrl_failures = []
+    pm.lrl_distributions = {}
+    blocked = set(blocked) | {b.strip() for b in os.environ.get(DISABLE_ENV, "").split(",") if b.strip()}
+    if load_entry_points:
+        for ep in sorted(entry_points(group=PROJECT), key=lambda e: e.name):
+            if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                pm.lrl_failures.append(PluginFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
+                continue
+            pm.register(plugin, name=ep.name)
+            pm.lrl_distributions[ep.name] = ep.dist.name if ep.dist else None
+    for plugin in plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm

@@ -1,0 +1,120 @@
+"""The data that flows between the core and its plugins."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance. ``data`` is task-specific and JSON-serialisable; ``expected`` is the label."""
+
+    id: str
+    difficulty: str
+    data: dict
+    expected: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings shared by every backend and teacher. Greedy by default."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+@dataclass
+class Completion:
+    """One generated response with what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    cached: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a backend should load.
+
+    ``path`` is a Hugging Face directory or hub id (transformers, vllm), or a GGUF file (llamacpp),
+    or a model name on a server (openai). ``adapter`` is an optional LoRA adapter directory.
+    ``tokenizer`` names where the tokenizer lives when ``path`` has none (a GGUF file).
+    """
+
+    path: str
+    name: str = ""
+    adapter: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "auto"
+
+
+@dataclass
+class TeacherRequest:
+    """One request to a teacher. ``purpose`` is "solve", "journal" or "distill".
+
+    Language-model teachers only read ``prompt``; the solver teacher reads ``problem``/``context``.
+    """
+
+    purpose: str
+    prompt: str
+    problem: Problem | None = None
+    context: dict = field(default_factory=dict)
+
+
+@dataclass
+class StudentModel:
+    """A student: a causal LM in Hugging Face format plus how to train it."""
+
+    name: str
+    path: str
+    chat_template: bool = False
+    strategy_in_prompt: bool = True
+    transfer_format: str = "label"
+    transfer_examples: int = 100
+    lora: dict = field(default_factory=dict)
+    max_new_tokens: int = 64
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference engine holding one loaded model."""
+
+    name: str
+
+    def generate(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+        """Complete each already-rendered prompt (no template is applied here)."""
+
+    def info(self) -> dict[str, Any]:
+        """What was loaded and how (device, dtype, threads, context, versions)."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    name: str
+    model: str
+    is_language_model: bool
+
+    def complete(self, requests: list[TeacherRequest]) -> list[Completion]: ...
+
+    def info(self) -> dict[str, Any]: ...

@@ -1,0 +1,1 @@
+"""Task plugins shipped with lrl-harness."""

@@ -1,0 +1,158 @@
+"""The meeting-room task: can these integer-time meetings fit in N rooms?"""
+
+from __future__ import annotations
+
+import re
+
+from lrl_harness import hookimpl
+from lrl_harness.errors import InvalidProblemError, LrlError
+from lrl_harness.types import Problem, sha256_text
+
+from . import generator, prompts
+from .extract import extract_answer
+from .solver import max_simultaneous, solve, trace, validate
+
+REFERENCE_STRATEGY = """Sweep-line procedure:
+1. Turn every meeting [s-e] into a start event at s and an end event at e.
+2. Sort the events by time; at equal times take ends before starts, because a meeting ending at T
+   frees its room for a meeting starting at T.
+3. Walk the events keeping a running count: +1 at a start, -1 at an end. Write each event as the
+   time, + or -, and the new count (e.g. 10+2).
+4. The peak is the largest count reached.
+5. If the peak is at most the number of rooms, answer YES; otherwise answer NO."""
+
+_DESCRIPTION = re.compile(r"^\s*(?P<meetings>(?:\[\s*-?\d+\s*-\s*-?\d+\s*\]\s*,?\s*)+)\|\s*(?P<rooms>-?\d+)\s*rooms?\s*$")
+_MEETING = re.compile(r"\[\s*(-?\d+)\s*-\s*(-?\d+)\s*\]")
+
+
+class MeetingRoomsTask:
+    name = "meeting-rooms"
+    labels = ("YES", "NO")
+    prompt_version = prompts.PROMPT_VERSION
+    initial_strategy = prompts.INITIAL_STRATEGY
+    reference_strategy = REFERENCE_STRATEGY
+    presets = tuple(generator.SPLITS)
+
+    # --- problems ---------------------------------------------------------------------------
+
+    def splits(self, preset: str) -> dict:
+        if preset not in generator.SPLITS:
+            raise LrlError(f"unknown preset {preset!r} for task {self.name}; available: "
+                           f"{', '.join(generator.SPLITS)}")
+        return generator.SPLITS[preset]
+
+    def problems(self, preset: str, split: str, n: int | None = None, seed: int | None = None,
+                 exclude: list[Problem] = ()) -> list[Problem]:
+        splits = self.splits(preset)
+        if split not in splits:
+            raise LrlError(f"unknown split {split!r}; available: {', '.join(splits)}")
+        default_n, default_seed = splits[split]
+        n = default_n if n is None else n
+        seed = default_seed if seed is None else seed
+        if n < 1:
+            raise LrlError(f"the number of problems must be at least 1, got {n}")
+        if preset == "seed":
+            return generator.original(n, seed)
+        keys = {self.key(p) for p in exclude}
+        return generator.balanced(n, seed, exclude=keys)
+
+    @staticmethod
+    def key(problem: Problem) -> tuple:
+        return (tuple(tuple(m) for m in problem.data["meetings"]), problem.data["rooms"])
+
+    def problem_from_dict(self, d: dict) -> Problem:
+        """Build and validate a problem from ``{"meetings": [[s, e], ...], "rooms": n, ...}``."""
+        if not isinstance(d, dict) or "meetings" not in d or "rooms" not in d:
+            raise InvalidProblemError("invalid problem: expected an object with 'meetings' and 'rooms'")
+        meetings, rooms = validate(d["meetings"], d["rooms"])
+        peak = max_simultaneous(meetings)
+        expected = "YES" if peak <= rooms else "NO"
+        if d.get("expected") not in (None, expected):
+            raise InvalidProblemError(
+                f"invalid problem {d.get('id', '?')}: expected {d['expected']!r} but the solver says {expected}")
+        return Problem(
+            id=str(d.get("id", "problem")),
+            difficulty=str(d.get("difficulty", "UNKNOWN")).upper(),
+            data={"meetings": [list(m) for m in meetings], "rooms": rooms, "max_simultaneous": peak},
+            expected=expected,
+        )
+
+    def describe(self, problem: Problem) -> str:
+        """The original experiment's problem string: ``[10-13], [12-14] | 3 rooms``."""
+        return f"{prompts.meetings_text(problem.data['meetings'])} | {problem.data['rooms']} rooms"
+
+    def parse_description(self, text: str, **fields) -> Problem:
+        m = _DESCRIPTION.match(text or "")
+        if not m:
+            raise InvalidProblemError(f"invalid problem string {text!r}: expected '[s-e], [s-e] | N rooms'")
+        meetings = [[int(a), int(b)] for a, b in _MEETING.findall(m.group("meetings"))]
+        return self.problem_from_dict({"meetings": meetings, "rooms": int(m.group("rooms")), **fields})
+
+    def to_json(self, problem: Problem) -> dict:
+        return {"id": problem.id, "difficulty": problem.difficulty, "meetings": problem.data["meetings"],
+                "rooms": problem.data["rooms"], "max_simultaneous": problem.data["max_simultaneous"],
+                "expected": problem.expected}
+
+    def solve(self, problem: Problem) -> str:
+        return solve(problem.data["meetings"], problem.data["rooms"])
+
+    # --- prompts ----------------------------------------------------------------------------
+
+    def teacher_prompt(self, problem: Problem, strategy: str | None = None) -> str:
+        return prompts.solve_prompt(problem.data["meetings"], problem.data["rooms"],
+                                    strategy or self.initial_strategy)
+
+    def journal_prompt(self, batch: int, records: list[dict]) -> str:
+        return prompts.journal_prompt(batch, records)
+
+    def distill_prompt(self, journal_tail: str, strategy: str) -> str:
+        return prompts.distill_prompt(journal_tail, strategy)
+
+    def student_prompt(self, problem: Problem, strategy: str | None = None) -> str:
+        return prompts.student_prompt(problem.data["meetings"], problem.data["rooms"], strategy)
+
+    def prompt_hashes(self) -> dict:
+        return {name: sha256_text(text) for name, text in prompts.TEMPLATES.items()}
+
+    def extract_answer(self, text: str | None) -> str | None:
+        return extract_answer(text)
+
+    # --- what a non-LLM teacher and the transfer data need ----------------------------------
+
+    def worked_solution(self, problem: Problem) -> str:
+        """The reference strategy applied to one problem, as text ending in the answer."""
+        return trace(problem.data["meetings"], problem.data["rooms"])
+
+    def check_solution(self, problem: Problem, text: str) -> bool:
+        """A worked solution is right when its verdict matches the solver's."""
+        return extract_answer(text) == self.solve(problem)
+
+    def transfer_examples(self, strategy: str | None, fmt: str, n: int, seed: int, preset: str,
+                          exclude: list[Problem] = ()) -> list[dict]:
+        """Training pairs built by code from the strategy; every label comes from the solver."""
+        if fmt not in ("label", "trace"):
+            raise LrlError(f"unknown transfer format {fmt!r}; available: label, trace")
+        generate = generator.original if preset == "seed" else generator.balanced
+        problems = (generate(n, seed) if preset == "seed"
+                    else generate(n, seed, exclude={self.key(p) for p in exclude}))
+        examples = []
+        for p in problems:
+            answer = self.solve(p)
+            target = f"Answer: {answer}" if fmt == "label" else self.worked_solution(p)
+            assert extract_answer(target) == answer
+            examples.append({"id": p.id, "difficulty": p.difficulty, "expected": answer,
+                             "prompt": self.student_prompt(p, strategy), "target": target})
+        return examples
+
+    def corpus(self, n: int = 3000, seed: int = 7) -> list[str]:
+        """Text in this task's language, for training a tokenizer (no labels needed)."""
+        texts = [prompts.GROUND_RULES, prompts.INITIAL_STRATEGY, REFERENCE_STRATEGY]
+        for p in generator.balanced(n, seed) + generator.original(n // 3, seed + 1):
+            texts.append(self.student_prompt(p, None) + self.worked_solution(p))
+            texts.append(self.describe(p))
+        return texts
+
+
+@hookimpl
+def register_tasks(register):
+    register("meeting-rooms", MeetingRoomsTask, description="Can integer-time meetings fit in N rooms?")

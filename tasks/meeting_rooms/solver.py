@@ -1,0 +1,63 @@
+"""The exact solver: a sweep line over start/end events.
+
+A meeting ending at T does not conflict with one starting at T, so at equal times ends are
+processed before starts.
+"""
+
+from __future__ import annotations
+
+from lrl_harness.errors import InvalidProblemError
+
+Meeting = tuple[int, int]
+
+
+def validate(meetings, rooms) -> tuple[list[Meeting], int]:
+    """Return (meetings, rooms) as plain ints, or raise InvalidProblemError saying what is wrong."""
+    if not isinstance(meetings, (list, tuple)) or len(meetings) == 0:
+        raise InvalidProblemError("invalid problem: meetings must be a non-empty list of [start, end] pairs")
+    clean = []
+    for i, m in enumerate(meetings):
+        if not isinstance(m, (list, tuple)) or len(m) != 2:
+            raise InvalidProblemError(f"invalid problem: meeting {i} is {m!r}, expected [start, end]")
+        start, end = m
+        for v in (start, end):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidProblemError(f"invalid problem: meeting {i} {list(m)!r} has a non-integer time")
+        if start >= end:
+            raise InvalidProblemError(f"invalid problem: meeting {i} [{start}, {end}] must start before it ends")
+        clean.append((start, end))
+    if isinstance(rooms, bool) or not isinstance(rooms, int) or rooms < 1:
+        raise InvalidProblemError(f"invalid problem: rooms must be an integer >= 1, got {rooms!r}")
+    return clean, rooms
+
+
+def sweep_events(meetings: list[Meeting]) -> list[tuple[int, int, int]]:
+    """Events in processing order as (time, delta, running count); ends (-1) before starts (+1)."""
+    events = sorted([(s, +1) for s, _ in meetings] + [(e, -1) for _, e in meetings])
+    out, current = [], 0
+    for time, delta in events:
+        current += delta
+        out.append((time, delta, current))
+    return out
+
+
+def max_simultaneous(meetings: list[Meeting]) -> int:
+    return max((count for _, _, count in sweep_events(meetings)), default=0)
+
+
+def solve(meetings, rooms) -> str:
+    meetings, rooms = validate(meetings, rooms)
+    return "YES" if max_simultaneous(meetings) <= rooms else "NO"
+
+
+def trace(meetings: list[Meeting], rooms: int) -> str:
+    """The worked sweep-line trace the learned strategy describes, ending in the answer.
+
+    Each event is written as time, ``+`` (start) or ``-`` (end), then the running count.
+    """
+    events = sweep_events(meetings)
+    steps = " ".join(f"{t}{'+' if d > 0 else '-'}{c}" for t, d, c in events)
+    peak = max(c for _, _, c in events)
+    verdict = "YES" if peak <= rooms else "NO"
+    relation = "<=" if peak <= rooms else ">"
+    return f"Sweep: {steps}\nPeak {peak} {relation} {rooms} rooms.\nAnswer: {verdict}"
