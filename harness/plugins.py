@@ -124,5 +124,8 @@ def make_plugin_manager(
             pm.lrl_distributions[ep.name] = ep.dist.name if ep.dist else None
     for plugin in plugins:
         pm.register(plugin)
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise LrlError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from None
     return pm

@@ -140,7 +140,7 @@ class MeetingRoomsTask:
             answer = self.solve(p)
             target = f"Answer: {answer}" if fmt == "label" else self.worked_solution(p)
             assert extract_answer(target) == answer
-            examples.append({"id": p.id, "difficulty": p.difficulty, "expected": answer,
+            examples.append({"id": p.id, "difficulty": p.difficulty, "expected": answer, "data": p.data,
                              "prompt": self.student_prompt(p, strategy), "target": target})
         return examples
 

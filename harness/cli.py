@@ -1,0 +1,243 @@
+"""The ``lrl`` command. The plugin manager is built in ``main()``, never at import time, and commands
+read it from the click context; heavy packages are imported only by the commands that need them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .errors import LrlError
+from .plugins import Registry, make_plugin_manager
+
+
+class Context:
+    def __init__(self, pm):
+        self.pm = pm
+        self._registry = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.pm)
+        return self._registry
+
+    def task(self, name: str):
+        return self.registry.get("task", name).factory()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def build_cli(pm) -> click.Group:
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="lrl-harness", prog_name="lrl")
+    @click.pass_context
+    def cli(ctx):
+        """lrl-harness: teach a small local model a skill from a large one (LRL + LoRA), measured
+        honestly: every accuracy comes with the majority baseline, balanced accuracy, the unparsed
+        count and a 95% interval."""
+        ctx.obj = Context(pm)
+
+    for command in (run, problems, rescore_command, plugins_command):
+        cli.add_command(command)
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # one broken plugin must not take the others down
+            pm.lrl_failures.append(_failure(pm, impl, exc))
+    return cli
+
+
+def _failure(pm, impl, exc):
+    from .plugins import PluginFailure
+
+    name = pm.get_name(impl.plugin) or "?"
+    return PluginFailure(name, getattr(impl.plugin, "__name__", "?"), f"{type(exc).__name__}: {exc}")
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file with run settings (command-line options override it).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: runs/<timestamp>). Re-using a folder resumes that run.")
+@click.option("--task", help="Task plugin (default: meeting-rooms).")
+@click.option("--preset", help="Problem preset: balanced (default) or seed (the original splits).")
+@click.option("--teacher", help="Teacher plugin (default: solver, which is not a language model).")
+@click.option("--teacher-opt", multiple=True, metavar="KEY=VALUE", help="Teacher option (repeatable).")
+@click.option("--student", help="Student plugin (default: tiny), or a Hugging Face model id or path.")
+@click.option("--student-opt", multiple=True, metavar="KEY=VALUE", help="Student option (repeatable).")
+@click.option("--backend", help="Inference backend for the student stages (default: transformers).")
+@click.option("--backend-opt", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
+@click.option("--lora-opt", multiple=True, metavar="KEY=VALUE",
+              help="Override a LoRA training setting, e.g. r=8 or max_steps=200 (repeatable).")
+@click.option("--stages", help="Comma-separated stages to run (default: all).")
+@click.option("--seed", type=int, help="Seed for model building and training (default 0).")
+@click.option("--train-n", type=int, help="Problems in the train split (bootstrap).")
+@click.option("--test-n", type=int, help="Problems in the test split.")
+@click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
+@click.option("--transfer-format", type=click.Choice(["label", "trace"]), help="label: strategy+problem -> "
+              "answer (the original); trace: the worked sweep-line trace, then the answer.")
+@click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
+              help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
+@click.option("--batch-size", type=int, help="LRL batch size (default 10).")
+@click.option("--journal-every", type=int, help="Journal entry every N batches (default 1).")
+@click.option("--distill-every", type=int, help="New strategy every N batches (default 5).")
+@click.option("--journal-chars", type=int, help="Journal characters given to distillation (default 5000).")
+@click.option("--export", "export_quants", help="GGUF files to write after training, comma-separated "
+              "(default f32,q8_0,q4_k_m; 'none' to skip).")
+@click.option("--prices", type=click.Path(dir_okay=False), help="JSON/TOML price table for teacher cost.")
+@click.option("--cache-only", is_flag=True, help="Replay teacher answers from the cache; fail on a miss.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@pass_ctx
+def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
+        backend_opt, lora_opt, stages, seed, train_n, test_n, transfer_n, transfer_format, transfer_source,
+        batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only, quiet):
+    """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
+    learned strategy, LoRA training of the student, export. Offline by default."""
+    from .config import load_toml, make_config, parse_options
+    from .pipeline import Pipeline, default_out_dir
+    from .progress import UI
+
+    file_values = load_toml(config_file) if config_file else {}
+    overrides = {
+        "task": task, "preset": preset, "teacher": teacher, "student": student, "backend": backend,
+        "teacher_options": parse_options(teacher_opt) or None,
+        "student_options": parse_options(student_opt) or None,
+        "backend_options": parse_options(backend_opt) or None,
+        "lora": parse_options(lora_opt) or None,
+        "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
+        "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
+        "transfer_format": transfer_format, "transfer_source": transfer_source, "batch_size": batch_size,
+        "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
+        "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])
+        if export_quants else None,
+        "prices": prices,
+    }
+    config = make_config(file_values, overrides)
+    ui = UI(quiet=quiet)
+    out = out or default_out_dir()
+    pipeline = Pipeline(config, obj.registry, out, ui=ui, cache_only=cache_only, pm=obj.pm)
+    results = pipeline.run()
+    _print_summary(results, ui)
+    ui.say(f"results: {out / 'results.json'}")
+
+
+def _print_summary(results: dict, ui) -> None:
+    if ui.quiet:
+        return
+    try:
+        from .report import summary_table
+    except ImportError:
+        return
+    ui.console.print(summary_table(results))
+
+
+# --- problems ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--task", "task_name", default="meeting-rooms", show_default=True)
+@click.option("--preset", default="balanced", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--n", type=int, help="How many problems (default: the split's size).")
+@click.option("--seed", type=int, help="Seed (default: the split's seed).")
+@pass_ctx
+def problems(obj: Context, task_name, preset, split, n, seed):
+    """Print a split's problems as JSON lines."""
+    task = obj.task(task_name)
+    for problem in task.problems(preset, split, n, seed):
+        click.echo(json.dumps(task.to_json(problem)))
+
+
+# --- rescore ----------------------------------------------------------------------------------
+
+
+@click.command("rescore")
+@click.argument("results_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--task", "task_name", default="meeting-rooms", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the re-graded results (this project's format) here.")
+@pass_ctx
+def rescore_command(obj: Context, results_file, task_name, out):
+    """Re-grade a results file (ours or the original experiment's) with this project's extractor
+    and solver, and show the corrected metrics next to the recorded ones."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .rescore import rescore
+    from .results import write_json
+
+    rescored = rescore(results_file, obj.task(task_name))
+    table = Table(title=f"Re-graded: {results_file.name}")
+    for col in ("stage", "recorded acc.", "accuracy", "balanced", "majority", "unparsed", "95% CI", "n"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for name, block in rescored["stages"].items():
+        rec = block["recorded"].get("accuracy")
+        lo, hi = block["ci95"]
+        table.add_row(name, "-" if rec is None else f"{rec:.3f}", f"{block['accuracy']:.3f}",
+                      f"{block['balanced_accuracy']:.3f}", f"{block['majority_baseline']:.3f}",
+                      str(block["unparsed"]), f"{lo:.3f}-{hi:.3f}", str(block["total"]))
+    Console().print(table)
+    if out:
+        write_json(out, rescored)
+        click.echo(f"wrote {out}")
+
+
+# --- plugins ----------------------------------------------------------------------------------
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def plugins_command(obj: Context, as_json):
+    """List every plugin: kind, name, module and distribution, and plugins that failed to load."""
+    registry = obj.registry
+    rows = [{"kind": r.kind, "name": r.name, "module": r.module, "distribution": r.distribution,
+             "description": r.description} for r in registry.all()]
+    failures = [{"name": f.name, "module": f.module, "error": f.error} for f in registry.failures]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lrl-harness plugins")
+    for col in ("kind", "name", "module", "distribution", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["module"], r["distribution"] or "-", r["description"])
+    console = Console()
+    console.print(table)
+    for f in failures:
+        console.print(f"[red]failed to load[/red] {f['name']} ({f['module']}): {f['error']}", highlight=False)
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        pm = make_plugin_manager()
+        cli = build_cli(pm)
+        cli.main(args=argv, prog_name="lrl", standalone_mode=False)
+    except LrlError as exc:
+        click.echo(f"lrl: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("lrl: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("lrl: interrupted; re-run with the same --out to resume", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+

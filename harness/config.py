@@ -1,0 +1,127 @@
+"""The run configuration: defaults, a TOML file, then command-line options, in that order.
+
+Every option ends up in the results file; ``identity()`` is what an output folder belongs to, so a
+re-run with the same ``--out`` resumes only when the configuration is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .results import STAGES
+
+
+@dataclass
+class RunConfig:
+    task: str = "meeting-rooms"
+    preset: str = "balanced"
+    teacher: str = "solver"
+    teacher_options: dict = field(default_factory=dict)
+    student: str = "tiny"
+    student_options: dict = field(default_factory=dict)
+    backend: str = "transformers"
+    backend_options: dict = field(default_factory=dict)
+    seed: int = 0
+    train_n: int | None = None
+    test_n: int | None = None
+    train_seed: int | None = None
+    test_seed: int | None = None
+    transfer_format: str | None = None  # None: the student's default
+    transfer_n: int | None = None
+    transfer_seed: int = 999
+    transfer_source: str = "code"  # "code": built from the solver; "teacher": teacher-written, solver-checked
+    batch_size: int = 10
+    journal_every: int = 1
+    distill_every: int = 5
+    journal_chars: int = 5000
+    lora: dict = field(default_factory=dict)  # overrides of the student's LoRA defaults
+    max_new_tokens: int | None = None  # student generation; None: the student's default
+    teacher_max_tokens: int = 1024
+    stages: list = field(default_factory=lambda: list(STAGES))
+    export: list = field(default_factory=lambda: ["f32", "q8_0", "q4_k_m"])  # [] to skip export
+    prices: str | None = None
+
+    # Not part of a run's identity: how it runs, not what it computes.
+    NON_IDENTITY = ("prices",)
+
+    def identity(self) -> dict:
+        data = dataclasses.asdict(self)
+        for key in self.NON_IDENTITY:
+            data.pop(key, None)
+        return data
+
+    def identity_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def validate(self) -> RunConfig:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stage {unknown[0]!r}; stages are: {', '.join(STAGES)}")
+        for name in ("batch_size", "journal_every", "distill_every", "journal_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.transfer_format not in (None, "label", "trace"):
+            raise ConfigError(f"transfer_format must be 'label' or 'trace', got {self.transfer_format!r}")
+        if self.transfer_source not in ("code", "teacher"):
+            raise ConfigError(f"transfer_source must be 'code' or 'teacher', got {self.transfer_source!r}")
+        return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def load_toml(path: Path) -> dict:
+    """Read a TOML config; keys are RunConfig fields (``[lora]``, ``[teacher_options]`` ... as tables)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: malformed TOML ({exc})") from None
+    data = data.get("run", data)
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(FIELDS))}")
+    return data
+
+
+def make_config(file_values: dict, overrides: dict) -> RunConfig:
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("teacher_options", "student_options", "backend_options", "lora"):
+        if key in file_values and key in overrides and overrides[key]:
+            values[key] = {**file_values[key], **overrides[key]}
+    for key, value in values.items():
+        expected = FIELDS[key].type
+        if "dict" in str(expected) and not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table of options, got {value!r}")
+        if "list" in str(expected) and not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if expected in ("int", "int | None") and value is not None and (
+                not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if expected in ("str", "str | None") and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+    return RunConfig(**values).validate()
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict:
+    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"option {pair!r} must look like key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out

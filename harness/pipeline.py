@@ -1,0 +1,538 @@
+"""The pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the learned strategy,
+transfer data, LoRA training and the trained student, then export.
+
+Everything a run produces lives in its output folder. Each stage appends one line per finished batch
+to ``checkpoints/<stage>.jsonl``; ``results.json`` is rewritten atomically after every stage. A re-run
+with the same folder skips finished stages and resumes a stage at its first unfinished batch, so an
+interrupted run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import machine
+from .config import RunConfig
+from .errors import ConfigError, LrlError
+from .plugins import Registry
+from .progress import UI
+from .results import STAGE_LABELS, STAGES, atomic_write_text, load_results, new_results, write_json
+from .types import Completion, GenerationSettings, ModelSpec, Problem, StudentModel, TeacherRequest, sha256_text
+
+TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
+STUDENT_STAGES = ("student_baseline", "lora")
+
+
+class Checkpoint:
+    """Append-only JSON lines, one per finished batch; a line cut short by a crash is dropped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        entries, good = [], []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good.append(line)
+        if sum(map(len, good)) != self.path.stat().st_size:
+            atomic_write_text(self.path, "".join(good))
+        return entries
+
+    def append(self, entry: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            import os
+
+            os.fsync(fh.fileno())
+
+
+def file_tree_sha256(root: Path) -> str:
+    """One hash over every file under ``root`` (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, registry: Registry, out_dir: Path, ui: UI | None = None,
+                 cache_only: bool = False, pm=None):
+        self.config = config
+        self.registry = registry
+        self.out = Path(out_dir)
+        self.ui = ui or UI(quiet=True)
+        self.cache_only = cache_only
+        self.pm = pm if pm is not None else registry.pm
+        self.task = registry.get("task", config.task).factory()
+        self._teacher = None
+        self._student: StudentModel | None = None
+        self._tokenizer = None
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _open_out_dir(self) -> dict:
+        """Create the folder, or resume the run already in it when it has the same configuration."""
+        results_path = self.out / "results.json"
+        config_path = self.out / "config.json"
+        if config_path.exists():
+            try:
+                recorded = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder") from None
+            if recorded.get("config_hash") != self.config.identity_hash():
+                changed = sorted(k for k, v in self.config.identity().items()
+                                 if recorded.get("config", {}).get(k) != v)
+                raise ConfigError(
+                    f"{self.out} belongs to a different configuration (differs in: {', '.join(changed) or '?'}); "
+                    "use another --out folder")
+            if results_path.exists():
+                return load_results(results_path)
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise ConfigError(f"{self.out} is not empty and holds no lrl-harness run; use another --out folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(config_path, {"config": self.config.identity(), "config_hash": self.config.identity_hash()})
+        return new_results(
+            task=self.config.task, preset=self.config.preset, split="test",
+            config={**self.config.identity(), "prices": self.config.prices},
+            config_hash=self.config.identity_hash(),
+            provenance={
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "machine": machine.fingerprint(),
+                "seeds": {"seed": self.config.seed, "train": self._split_seed("train"),
+                          "test": self._split_seed("test"), "transfer": self.config.transfer_seed},
+                "prompt_version": self.task.prompt_version,
+                "prompt_hashes": self.task.prompt_hashes(),
+            },
+        )
+
+    def _split_seed(self, split: str) -> int:
+        override = self.config.train_seed if split == "train" else self.config.test_seed
+        return override if override is not None else self.task.splits(self.config.preset)[split][1]
+
+    def _problems(self, split: str) -> list[Problem]:
+        n = self.config.train_n if split == "train" else self.config.test_n
+        return self.task.problems(self.config.preset, split, n, self._split_seed(split))
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            reg = self.registry.get("teacher", self.config.teacher)
+            options = {**self.config.teacher_options, "max_tokens": self.config.teacher_options.get(
+                "max_tokens", self.config.teacher_max_tokens)}
+            if self.config.prices:
+                options.setdefault("prices", self.config.prices)
+            options["_registry"] = self.registry
+            teacher = reg.factory(task=self.task, options=options)
+            if getattr(teacher, "is_language_model", False):
+                from .cache import CachedTeacher  # only language-model answers cost money or time
+
+                teacher = CachedTeacher(teacher, _cache_root(), cache_only=self.cache_only)
+            self._teacher = teacher
+        return self._teacher
+
+    @property
+    def student(self) -> StudentModel:
+        if self._student is None:
+            from .paths import cache_dir
+
+            name = self.config.student
+            options = dict(self.config.student_options)
+            if name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
+                name, options = "hf", {**options, "model": self.config.student}
+            reg = self.registry.get("student", name)
+            with _status(self.ui, f"preparing student {self.config.student}"):
+                self._student = reg.factory(task=self.task, options=options, cache_dir=cache_dir())
+        return self._student
+
+    def _render(self, texts: list[str]) -> list[str]:
+        """The one prompt rendering for every backend: the chat template for instruct students."""
+        if not self.student.chat_template:
+            return texts
+        from .prompting import render_prompt
+
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.student.path)
+        return [render_prompt(self._tokenizer, t, True) for t in texts]
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        results = self._open_out_dir()
+        self.results = results
+        self.pm.hook.run_started(config=self.config, out_dir=self.out)
+        started = time.perf_counter()
+        wanted = [s for s in STAGES if s in self.config.stages]
+        if any(s in TEACHER_STAGES and s not in results["stages"] for s in wanted):
+            results["teacher"] = self.teacher.info()  # fails early on a missing key or bad option
+        for stage in wanted:
+            if stage in results["stages"]:
+                self.ui.say(f"[dim]{stage}: already done, skipped[/dim]")
+                continue
+            block = getattr(self, f"_stage_{stage}")()
+            block = {"stage": stage, "label": STAGE_LABELS[stage], **block}
+            results["stages"][stage] = block
+            self._save()
+            self.pm.hook.stage_finished(stage=stage, result=block)
+            self.ui.say(_stage_line(block))
+        if "lora" in results["stages"] and self.config.export and "export" not in results:
+            results["export"] = self._export()
+            self._save()
+        results["elapsed_s"] = results.get("elapsed_s", 0.0) + (time.perf_counter() - started)
+        self._save()
+        self.pm.hook.run_finished(results=results, out_dir=self.out)
+        return results
+
+    def _save(self) -> None:
+        write_json(self.out / "results.json", self.results)
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def _record(self, problem: Problem, prompt: str, completion: Completion) -> dict:
+        answer = self.task.extract_answer(completion.text)
+        record = {
+            "problem_id": problem.id,
+            "difficulty": problem.difficulty,
+            "problem": self.task.describe(problem),
+            **{k: v for k, v in problem.data.items() if k not in ("id",)},
+            "expected": problem.expected,
+            "answer": answer,
+            "correct": answer == problem.expected,
+            "response": completion.text,
+            "prompt_sha256": sha256_text(prompt),
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "latency_s": round(completion.latency_s, 6),
+        }
+        if completion.cached:
+            record["cached"] = True
+        if completion.meta:
+            record["usage"] = _usage_of(completion)
+        return record
+
+    def _finish_stage(self, records: list[dict], who: dict, elapsed: float, extra_usage=()) -> dict:
+        from .metrics import score_stage
+
+        block = score_stage(records)
+        block["who"] = who
+        block["elapsed_s"] = round(elapsed, 3)
+        usage = [r.get("usage") for r in records if r.get("usage")] + [u for u in extra_usage if u]
+        if usage or who.get("is_language_model"):
+            block["usage"] = self._usage_summary(usage, records)
+        block["results"] = records
+        return block
+
+    def _usage_summary(self, usage: list[dict], records: list[dict]) -> dict:
+        summary = {
+            "requests": sum(u.get("requests", 1) for u in usage if not u.get("cached")),
+            "cached": sum(1 for u in usage if u.get("cached")),
+            "input_tokens": sum(u.get("input_tokens", 0) for u in usage if not u.get("cached")),
+            "output_tokens": sum(u.get("output_tokens", 0) for u in usage if not u.get("cached")),
+            "retries": sum(u.get("retries", 0) for u in usage if not u.get("cached")),
+        }
+        try:
+            from .cost import cost_usd, load_prices
+
+            prices = load_prices(self.config.prices) if self.config.prices else None
+            model = getattr(self.teacher, "model", "")
+            summary["cost_usd"] = cost_usd(model, summary["input_tokens"], summary["output_tokens"], prices)
+            if summary["cost_usd"] is not None and records:
+                summary["cost_per_problem_usd"] = summary["cost_usd"] / len(records)
+        except ImportError:
+            pass
+        return summary
+
+    # --- teacher stages ---------------------------------------------------------------------
+
+    def _teacher_batches(self, stage: str, problems: list[Problem], strategy_for_batch, after_batch=None):
+        """Run the teacher over ``problems`` in batches, checkpointing each batch."""
+        checkpoint = Checkpoint(self.out / "checkpoints" / f"{stage}.jsonl")
+        done = checkpoint.load()
+        records = [r for entry in done for r in entry["records"]]
+        extra_usage = [u for entry in done for u in entry.get("usage", [])]
+        state = done[-1].get("state", {}) if done else {}
+        size = self.config.batch_size
+        batches = [problems[i:i + size] for i in range(0, len(problems), size)]
+        started = time.perf_counter()
+        with self.ui.task(f"{stage} ({self.teacher.name})", len(problems)) as advance:
+            advance(completed=len(records))
+            for index in range(len(done), len(batches)):
+                batch = batches[index]
+                strategy = strategy_for_batch(state)
+                prompts = [self.task.teacher_prompt(p, strategy) for p in batch]
+                completions = self.teacher.complete(
+                    [TeacherRequest("solve", text, problem=p, context={"strategy": strategy})
+                     for text, p in zip(prompts, batch)])
+                batch_records = [self._record(p, t, c) for p, t, c in zip(batch, prompts, completions)]
+                for r in batch_records:
+                    self.pm.hook.problem_scored(stage=stage, record=r)
+                entry = {"batch": index + 1, "records": batch_records}
+                if after_batch is not None:
+                    state, usage = after_batch(index + 1, batch_records, dict(state))
+                    entry["state"], entry["usage"] = state, usage
+                    extra_usage.extend(usage)
+                checkpoint.append(entry)
+                records.extend(batch_records)
+                correct = sum(r["correct"] for r in records)
+                advance(len(batch), note=f"{correct}/{len(records)} correct")
+        return records, state, extra_usage, time.perf_counter() - started
+
+    def _stage_teacher_baseline(self) -> dict:
+        problems = self._problems("test")
+        records, _, usage, elapsed = self._teacher_batches(
+            "teacher_baseline", problems, lambda state: self.task.initial_strategy)
+        return self._finish_stage(records, self.teacher.info(), elapsed, usage)
+
+    def _stage_bootstrap(self) -> dict:
+        """LRL: solve in batches, a journal entry every ``journal_every`` batches, a new strategy
+        every ``distill_every`` batches from the last ``journal_chars`` characters of the journal."""
+        cfg = self.config
+
+        def learn(batch_no: int, batch_records: list[dict], state: dict):
+            usage = []
+            state.setdefault("strategy", self.task.initial_strategy)
+            state.setdefault("journal", "")
+            state.setdefault("entries", [])
+            state.setdefault("evolution", [])
+            if batch_no % cfg.journal_every == 0:
+                prompt = self.task.journal_prompt(batch_no, batch_records)
+                [entry] = self.teacher.complete([TeacherRequest(
+                    "journal", prompt, context={"batch": batch_no, "records": batch_records})])
+                usage.append(_usage_of(entry))
+                state["journal"] += f"\n\n=== BATCH {batch_no} ===\n{entry.text}"
+                correct = sum(r["correct"] for r in batch_records)
+                state["entries"].append({"batch": batch_no, "correct": correct, "total": len(batch_records),
+                                         "examples": [r["problem"] for r in batch_records[:5]],
+                                         "text": entry.text})
+            if batch_no % cfg.distill_every == 0:
+                tail = state["journal"][-cfg.journal_chars:]
+                prompt = self.task.distill_prompt(tail, state["strategy"])
+                [new] = self.teacher.complete([TeacherRequest(
+                    "distill", prompt, context={"journal": tail, "strategy": state["strategy"]})])
+                usage.append(_usage_of(new))
+                state["evolution"].append({"batch": batch_no, "old": state["strategy"], "new": new.text})
+                state["strategy"] = new.text
+            return state, usage
+
+        problems = self._problems("train")
+        records, state, usage, elapsed = self._teacher_batches(
+            "bootstrap", problems, lambda st: st.get("strategy", self.task.initial_strategy), learn)
+        strategy = state.get("strategy", self.task.initial_strategy)
+        self._write_bootstrap_logs(state, strategy)
+        self.results["provenance"]["strategy"] = strategy
+        self.results["provenance"]["strategy_sha256"] = sha256_text(strategy)
+        block = self._finish_stage(records, self.teacher.info(), elapsed, usage)
+        block["split"] = "train"
+        block["batches"] = {"size": cfg.batch_size, "journal_every": cfg.journal_every,
+                            "distill_every": cfg.distill_every, "journal_chars": cfg.journal_chars,
+                            "journal_entries": len(state.get("entries", [])),
+                            "distillations": len(state.get("evolution", []))}
+        return block
+
+    def _write_bootstrap_logs(self, state: dict, strategy: str) -> None:
+        bar = "#" * 80
+        journal_log = "".join(
+            f"\n{bar}\nBATCH {e['batch']} JOURNAL ENTRY\nAccuracy: {e['correct']}/{e['total']}\n{bar}\n\n"
+            "EXAMPLES ANALYZED:\n" + "\n".join(f"- {x}" for x in e["examples"]) +
+            f"\n\nREFLECTION:\n{e['text']}\n" for e in state.get("entries", []))
+        stars = "*" * 80
+        evolution = "".join(
+            f"\n{stars}\nSTRATEGY DISTILLATION after batch {e['batch']}\n{stars}\n\nOLD STRATEGY:\n{e['old']}"
+            f"\n\nNEW STRATEGY:\n{e['new']}\n" for e in state.get("evolution", []))
+        atomic_write_text(self.out / "journal.log", journal_log)
+        atomic_write_text(self.out / "journal.txt", f"=== BOOTSTRAP JOURNAL ==={state.get('journal', '')}\n")
+        atomic_write_text(self.out / "strategy_evolution.log", evolution)
+        atomic_write_text(self.out / "strategy.txt", strategy + "\n")
+
+    def _learned_strategy(self) -> tuple[str, str]:
+        path = self.out / "strategy.txt"
+        if "bootstrap" in self.results["stages"] and path.exists():
+            return path.read_text(encoding="utf-8").rstrip("\n"), "bootstrap"
+        return self.task.initial_strategy, "initial (bootstrap not run)"
+
+    def _stage_lrl(self) -> dict:
+        strategy, source = self._learned_strategy()
+        problems = self._problems("test")
+        records, _, usage, elapsed = self._teacher_batches("lrl", problems, lambda state: strategy)
+        block = self._finish_stage(records, self.teacher.info(), elapsed, usage)
+        block["strategy_source"] = source
+        block["strategy_sha256"] = sha256_text(strategy)
+        return block
+
+    # --- student stages ---------------------------------------------------------------------
+
+    def _student_eval(self, stage: str, problems: list[Problem], strategy: str | None,
+                      adapter: Path | None) -> tuple[list[dict], float, dict]:
+        student = self.student
+        reg = self.registry.get("backend", self.config.backend)
+        spec = ModelSpec(path=student.path, name=student.name, adapter=str(adapter) if adapter else None)
+        checkpoint = Checkpoint(self.out / "checkpoints" / f"{stage}.jsonl")
+        done = checkpoint.load()
+        records = [r for entry in done for r in entry["records"]]
+        settings = GenerationSettings(max_new_tokens=self.config.max_new_tokens or student.max_new_tokens)
+        started = time.perf_counter()
+        with _status(self.ui, f"loading {student.name} on {self.config.backend}"):
+            backend = reg.factory(model=spec, options=dict(self.config.backend_options))
+        try:
+            info = {"student": student.name, "path": student.path, "backend": self.config.backend,
+                    "backend_info": backend.info(), "adapter": str(adapter) if adapter else None,
+                    "strategy_in_prompt": strategy is not None, "is_language_model": True}
+            size = max(self.config.batch_size, 50)
+            with self.ui.task(f"{stage} ({student.name} on {self.config.backend})", len(problems)) as advance:
+                advance(completed=len(records))
+                for start in range(len(records), len(problems), size):
+                    batch = problems[start:start + size]
+                    prompts = self._render([self.task.student_prompt(p, strategy) for p in batch])
+                    completions = backend.generate(prompts, settings)
+                    batch_records = [self._record(p, t, c) for p, t, c in zip(batch, prompts, completions)]
+                    for r in batch_records:
+                        self.pm.hook.problem_scored(stage=stage, record=r)
+                    checkpoint.append({"batch": start // size + 1, "records": batch_records})
+                    records.extend(batch_records)
+                    advance(len(batch), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
+        finally:
+            backend.close()
+        info["settings"] = settings.to_dict()
+        return records, time.perf_counter() - started, info
+
+    def _stage_student_baseline(self) -> dict:
+        records, elapsed, info = self._student_eval("student_baseline", self._problems("test"), None, None)
+        block = self._finish_stage(records, info, elapsed)
+        block["student"] = self.student.info
+        return block
+
+    def _stage_lora(self) -> dict:
+        student = self.student
+        strategy, source = self._learned_strategy()
+        prompt_strategy = strategy if student.strategy_in_prompt else None
+        test = self._problems("test")
+        adapter_dir = self.out / "adapter"
+        training_path = self.out / "training.json"
+        if not (training_path.exists() and adapter_dir.exists()):
+            examples, transfer = self._transfer_data(prompt_strategy, test)
+            self.results["transfer"] = transfer
+            self.results["provenance"]["transfer_sha256"] = transfer["sha256"]
+            self._save()
+            from .training import train_lora
+
+            settings = {**student.lora, **self.config.lora}
+            steps_hint = settings.get("max_steps")
+            with self.ui.task("lora training", steps_hint) as advance:
+                def progress(step, total, loss):
+                    advance(completed=step, note=f"loss {loss:.3f}" if loss is not None else "")
+
+                training = train_lora(student.path, examples, adapter_dir, settings, progress=progress,
+                                      seed=self.config.seed)
+            write_json(training_path, training)
+        training = json.loads(training_path.read_text(encoding="utf-8"))
+        self.results["training"] = training
+        self.results["provenance"]["adapter_sha256"] = training.get("adapter_sha256")
+        records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir)
+        block = self._finish_stage(records, info, elapsed)
+        block["strategy_source"] = source
+        block["transfer_format"] = self.results.get("transfer", {}).get("format")
+        return block
+
+    def _transfer_data(self, prompt_strategy: str | None, test: list[Problem]) -> tuple[list[dict], dict]:
+        """Training pairs from the learned strategy; every label is checked by the solver."""
+        student, cfg = self.student, self.config
+        fmt = cfg.transfer_format or student.transfer_format
+        n = cfg.transfer_n or student.transfer_examples
+        examples = self.task.transfer_examples(prompt_strategy, fmt, n, cfg.transfer_seed, cfg.preset,
+                                               exclude=test)
+        dropped = 0
+        if cfg.transfer_source == "teacher":
+            examples, dropped = self._teacher_written(examples, n)
+        rendered = self._render([e["prompt"] for e in examples])
+        examples = [{**e, "prompt": r} for e, r in zip(examples, rendered)]
+        text = "".join(json.dumps(e) + "\n" for e in examples)
+        atomic_write_text(self.out / "transfer.jsonl", text)
+        yes = sum(1 for e in examples if e["expected"] == "YES")
+        return examples, {
+            "format": fmt, "source": cfg.transfer_source, "examples": len(examples), "yes": yes,
+            "no": len(examples) - yes, "dropped_by_solver": dropped, "seed": cfg.transfer_seed,
+            "strategy_in_prompt": prompt_strategy is not None, "sha256": sha256_text(text),
+            "note": ("targets written by code from the task's reference procedure; labels from the solver"
+                     if cfg.transfer_source == "code" else
+                     "targets written by the teacher following its learned strategy; wrong ones dropped"),
+        }
+
+    def _teacher_written(self, examples: list[dict], n: int) -> tuple[list[dict], int]:
+        strategy, _ = self._learned_strategy()
+        kept, dropped = [], 0
+        with self.ui.task("teacher-written transfer data", len(examples)) as advance:
+            for e in examples:
+                problem = Problem(e["id"], e["difficulty"], e["data"], e["expected"])
+                [c] = self.teacher.complete([TeacherRequest("solve", self.task.teacher_prompt(problem, strategy),
+                                                            problem=problem)])
+                if self.task.check_solution(problem, c.text):
+                    kept.append({**e, "target": c.text})
+                else:
+                    dropped += 1
+                advance(1)
+        return kept, dropped
+
+    # --- export -----------------------------------------------------------------------------
+
+    def _export(self) -> dict:
+        from .export import export_model
+
+        with _status(self.ui, "exporting the trained student (merge + GGUF)"):
+            info = export_model(Path(self.student.path), self.out / "export", quants=tuple(self.config.export),
+                                adapter=self.out / "adapter")
+        return info
+
+
+def _usage_of(completion: Completion) -> dict:
+    meta = completion.meta or {}
+    usage = {k: meta[k] for k in ("input_tokens", "output_tokens", "retries") if k in meta}
+    if completion.cached:
+        usage["cached"] = True
+    return usage
+
+
+def _cache_root() -> Path:
+    from .paths import cache_dir
+
+    return cache_dir() / "teacher-responses"
+
+
+class _status:
+    """A one-line 'working on X' message around work that has no natural progress count."""
+
+    def __init__(self, ui: UI, message: str):
+        self.ui, self.message = ui, message
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.ui.say(f"{self.message} ...")
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.ui.say(f"{self.message}: done in {time.perf_counter() - self.start:.1f} s")
+
+
+def _stage_line(block: dict) -> str:
+    lo, hi = block["ci95"]
+    return (f"[bold]{block['stage']}[/bold]: accuracy {block['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}), "
+            f"balanced {block['balanced_accuracy']:.3f}, majority baseline {block['majority_baseline']:.3f}, "
+            f"unparsed {block['unparsed']}/{block['total']}")
