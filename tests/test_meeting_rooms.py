@@ -1,0 +1,131 @@
+"""The meeting-room task: generators, solver, validation, prompts and the answer extractor."""
+
+from collections import Counter
+
+import pytest
+
+from lrl_harness.errors import InvalidProblemError, LrlError
+from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
+from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous, solve, trace
+
+
+@pytest.fixture(scope="module")
+def task():
+    return MeetingRoomsTask()
+
+
+def test_seed_preset_reproduces_the_original_splits(task):
+    test = task.problems("seed", "test")
+    assert len(test) == 150
+    # first problems of the original test split (seed 123), in order
+    assert [p.id for p in test[:3]] == ["medium_0", "hard_1", "easy_2"]
+    assert test[0].data["meetings"] == [[9, 12], [14, 15], [12, 13], [14, 17]]
+    yes = Counter(p.expected for p in test)
+    assert yes["YES"] == 132  # 88% YES: answering YES always scores 88.0%
+    by_diff = {d: [p for p in test if p.difficulty == d] for d in ("EASY", "MEDIUM", "HARD")}
+    assert [len(v) for v in by_diff.values()] == [50, 50, 50]
+    assert sum(p.expected == "YES" for p in by_diff["EASY"]) == 50
+    assert sum(p.expected == "YES" for p in by_diff["MEDIUM"]) == 45
+    assert sum(p.expected == "YES" for p in by_diff["HARD"]) == 37
+    train = task.problems("seed", "train")
+    assert len(train) == 100 and sum(p.expected == "YES" for p in train) == 90
+
+
+def test_balanced_preset_is_balanced_in_every_difficulty(task):
+    problems = task.problems("balanced", "test")
+    assert len(problems) == 200
+    for diff in ("EASY", "MEDIUM", "HARD"):
+        sub = [p for p in problems if p.difficulty == diff]
+        yes = sum(p.expected == "YES" for p in sub)
+        assert yes == len(sub) - yes
+        tight_yes = [p for p in sub if p.data["max_simultaneous"] == p.data["rooms"]]
+        assert tight_yes, f"{diff} has no tight YES case"
+    assert task.problems("balanced", "test") == problems  # deterministic
+
+
+def test_transfer_data_excludes_test_problems_and_is_solver_checked(task):
+    test = task.problems("balanced", "test")
+    examples = task.transfer_examples(None, "trace", 300, 999, "balanced", exclude=test)
+    test_keys = {task.key(p) for p in test}
+    assert all((tuple(map(tuple, e["data"]["meetings"])), e["data"]["rooms"]) not in test_keys for e in examples)
+    for e in examples:
+        assert task.extract_answer(e["target"]) == e["expected"]
+    labels = task.transfer_examples("S", "label", 10, 999, "seed")
+    assert labels[0]["prompt"].startswith("Strategy:\nS\n")
+    assert labels[0]["target"] in ("Answer: YES", "Answer: NO")
+
+
+def test_solver_boundary_and_trace():
+    assert max_simultaneous([(9, 10), (10, 11)]) == 1  # ending at T does not conflict with starting at T
+    assert solve([[9, 10], [10, 11]], 1) == "YES"
+    assert solve([[9, 11], [10, 12]], 1) == "NO"
+    text = trace([(9, 11), (10, 12), (11, 13)], 2)
+    assert text.splitlines()[0] == "Sweep: 9+1 10+2 11-1 11+2 12-1 13-0"
+    assert text.endswith("Answer: YES")
+
+
+@pytest.mark.parametrize("meetings,rooms,message", [
+    ([], 2, "non-empty"),
+    ([[10, 9]], 2, "must start before it ends"),
+    ([[9, 9]], 2, "must start before it ends"),
+    ([[9.5, 11]], 2, "non-integer"),
+    ([[9, 11]], 0, "rooms must be an integer >= 1"),
+    ([[9, 11]], True, "rooms must be an integer >= 1"),
+    ([[9, 11, 12]], 1, "expected [start, end]"),
+])
+def test_invalid_problems_are_clear_errors(task, meetings, rooms, message):
+    with pytest.raises(InvalidProblemError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        task.problem_from_dict({"meetings": meetings, "rooms": rooms})
+
+
+def test_problem_strings_round_trip(task):
+    p = task.parse_description("[10-13], [12-14] | 3 rooms", id="x")
+    assert p.data["meetings"] == [[10, 13], [12, 14]] and p.data["rooms"] == 3
+    assert task.describe(p) == "[10-13], [12-14] | 3 rooms"
+    with pytest.raises(InvalidProblemError):
+        task.parse_description("10-13 and 12-14, three rooms")
+
+
+def test_unknown_preset_and_split(task):
+    with pytest.raises(LrlError, match="unknown preset 'nope'"):
+        task.problems("nope", "test")
+    with pytest.raises(LrlError, match="unknown split"):
+        task.problems("seed", "validation")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("YES", "YES"),
+    ("NO", "NO"),
+    ("Yes, all three meetings fit.", "YES"),
+    ("no - the peak is 3", "NO"),
+    ("Answer: YES", "YES"),
+    ("answer: no", "NO"),
+    # the original parser's blind spot: the verdict after character 50
+    ("Let me check the overlaps. [9-11] and [10-12] overlap, peak 2 with 2 rooms.\n\nConclusion: YES, all "
+     "meetings can be scheduled.", "YES"),
+    ("Step 1 ... step 4: the peak is 3 but only 2 rooms.\nFinal answer: **NO**", "NO"),
+    ("The maximum number of simultaneous meetings is 2. So the answer is YES.", "YES"),
+    ("Peak 2 <= 3 rooms. Therefore: **YES**", "YES"),
+    ("Sweep: 9+1 10+2 11-1\nPeak 2 <= 2 rooms.\nAnswer: YES", "YES"),
+    # no verdict at all: unparsed, never silently NO
+    ("", None),
+    ("The meetings overlap between 10 and 11.", None),
+    ("Sweep: 9+1 10+2 11-1 11+2", None),
+    ("there are no conflicts here", None),  # lower-case "no" in prose is not a verdict
+    # contradictory final verdicts: unparsed
+    ("Answer: YES\n...\nAnswer: NO", None),
+    ("YES. Wait, recounting: Conclusion: NO", None),
+    ("Maybe YES or maybe NO.", None),
+])
+def test_extractor(task, text, expected):
+    assert task.extract_answer(text) == expected
+
+
+def test_prompts_are_versioned_and_hashed(task):
+    hashes = task.prompt_hashes()
+    assert set(hashes) >= {"solve", "journal", "distill", "student"}
+    assert task.prompt_version == "meeting-rooms/1"
+    p = task.problems("seed", "test")[0]
+    prompt = task.teacher_prompt(p)
+    assert "[9-12], [14-15], [12-13], [14-17]" in prompt and "Answer: YES" in prompt
+    assert task.student_prompt(p).startswith("Problem:\nMeetings: [9-12]")
