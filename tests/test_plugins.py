@@ -1,0 +1,88 @@
+"""The plugin core: entry-point discovery, registration, unknown and duplicate names, broken plugins."""
+
+import json
+import types
+
+import pytest
+
+from lrl_harness import hookimpl
+from lrl_harness.cli import main
+from lrl_harness.errors import LrlError, UnknownPluginError
+from lrl_harness.plugins import Registry, make_plugin_manager
+
+
+def make_plugin(**hooks):
+    module = types.ModuleType("third_party_plugin")
+    for name, fn in hooks.items():
+        setattr(module, name, hookimpl(fn))
+    return module
+
+
+def test_builtins_come_through_the_entry_point_group():
+    registry = Registry(make_plugin_manager())
+    assert "meeting-rooms" in registry.names("task")
+    assert "solver" in registry.names("teacher")
+    reg = registry.get("teacher", "solver")
+    assert reg.distribution == "lrl-harness" and reg.module == "lrl_harness_plugins.solver_teacher"
+
+
+def test_a_third_party_backend_is_one_small_module():
+    class EchoBackend:
+        name = "echo"
+
+        def __init__(self, model, options):
+            self.model = model
+
+        def generate(self, prompts, settings, progress=None):
+            return []
+
+        def info(self):
+            return {}
+
+        def close(self):
+            pass
+
+    plugin = make_plugin(register_backends=lambda register: register("echo", EchoBackend, description="x"))
+    registry = Registry(make_plugin_manager(plugins=[plugin]))
+    assert registry.get("backend", "echo").factory is EchoBackend
+
+
+def test_unknown_plugin_lists_the_available_ones():
+    registry = Registry(make_plugin_manager())
+    with pytest.raises(UnknownPluginError, match=r"unknown teacher 'gpt-9'; available: .*solver"):
+        registry.get("teacher", "gpt-9")
+
+
+def test_duplicate_names_name_both_plugins():
+    a = make_plugin(register_teachers=lambda register: register("solver", object))
+    with pytest.raises(LrlError, match="registered twice"):
+        Registry(make_plugin_manager(plugins=[a]))
+
+
+def test_a_broken_plugin_is_reported_and_the_others_work():
+    def broken(register):
+        raise RuntimeError("boom")
+
+    registry = Registry(make_plugin_manager(plugins=[make_plugin(register_backends=broken)]))
+    assert any("boom" in f.error for f in registry.failures)
+    assert "solver" in registry.names("teacher")
+
+
+def test_a_misspelt_hook_is_an_error():
+    bad = types.ModuleType("bad")
+    bad.register_backend = hookimpl(lambda register: None)  # missing "s"
+    with pytest.raises(LrlError, match="unknown hook"):
+        make_plugin_manager(plugins=[bad])
+
+
+def test_blocking_a_plugin(monkeypatch):
+    monkeypatch.setenv("LRL_HARNESS_DISABLE_PLUGINS", "solver-teacher")
+    assert "solver" not in Registry(make_plugin_manager()).names("teacher")
+
+
+def test_plugins_command_json(capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    kinds = {(p["kind"], p["name"]) for p in data["plugins"]}
+    assert ("task", "meeting-rooms") in kinds and ("teacher", "solver") in kinds
+    assert all({"module", "distribution"} <= set(p) for p in data["plugins"])
