@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
 PACKAGES = ("lrl-harness", "torch", "transformers", "peft", "tokenizers", "accelerate", "llama-cpp-python",
@@ -31,37 +35,79 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_info() -> dict | None:
-    """GPU name, compute capability, memory and driver when torch sees CUDA; None otherwise.
-    Imports torch only if it is already imported, so that fast commands stay fast."""
-    import sys
+def usable_cores() -> int | None:
+    """Cores this process may run on (the affinity mask), which can be fewer than ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
 
+
+def torch_threads() -> int | None:
+    """Intra-op threads torch uses, when torch is already imported (never imports it)."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return None
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "name": props.name,
-        "compute_capability": f"{props.major}.{props.minor}",
-        "memory_gib": round(props.total_memory / 2**30, 1),
-        "count": torch.cuda.device_count(),
-        "cuda": torch.version.cuda,
-        "driver": _nvidia_driver(),
-    }
+    return torch.get_num_threads() if torch is not None else None
 
 
-def _nvidia_driver() -> str | None:
+def gpu_info() -> dict | None:
+    """GPU name, compute capability, memory and driver; None when there is no NVIDIA GPU.
+
+    Asks torch when it is already imported (never imports it, so fast commands stay fast),
+    otherwise ``nvidia-smi`` when it is on the PATH (a llama.cpp or vLLM run may not import torch here).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return {
+            "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "count": torch.cuda.device_count(),
+            "cuda": torch.version.cuda,
+            "driver": nvidia_driver(),
+        }
+    return _nvidia_smi()
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver version (e.g. ``535.104.05``), or None."""
     try:
         with open("/proc/driver/nvidia/version", encoding="utf-8") as fh:
-            return fh.readline().strip()
+            line = fh.readline().strip()
     except OSError:
         return None
+    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+(?:\.\d+)+)", line)
+    return match.group(1) if match else line
+
+
+def _nvidia_smi() -> dict | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    fields = ("name", "compute_cap", "memory.total", "driver_version")
+    try:
+        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[cell.strip() for cell in line.split(",")] for line in out.strip().splitlines() if line.strip()]
+    if not rows or len(rows[0]) != len(fields):
+        return None
+    name, capability, memory_mib, driver = rows[0]
+    try:
+        memory_gib = round(float(memory_mib) / 1024, 1)
+    except ValueError:
+        memory_gib = None
+    return {"name": name, "compute_capability": capability, "memory_gib": memory_gib, "count": len(rows),
+            "cuda": None, "driver": driver}
 
 
 def fingerprint() -> dict:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch_threads(),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -1,0 +1,434 @@
+"""The CI regression check: compare a fresh results file with a baseline, stage by stage and
+backend by backend.
+
+A drop must be both large (more than ``tolerance``) and significant before it fails, so a gate on a
+few hundred problems does not flake. Significance is tested on the problems both files answered
+(paired by problem id and problem text): an exact one-sided McNemar test for accuracy, and the same
+test stratified by expected label for balanced accuracy. Where no problems pair up, the baseline
+figure must lie above the new result's one-sided Wilson upper bound. A rise in unparsed answers
+always fails; latency fails only when a ratio is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from .errors import LrlError
+from .metrics import mcnemar_one_sided, wilson_lower_one_sided, wilson_upper_one_sided
+from .results import atomic_write_text, load_results
+
+IDENTITY_KEYS = ("task", "preset", "split")
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def stratified_mcnemar_one_sided(worse: dict[str, int], better: dict[str, int],
+                                 sizes: dict[str, int]) -> float:
+    """Exact one-sided p-value that balanced accuracy fell, over paired problems.
+
+    Per expected label ``k``: ``worse[k]`` pairs went right -> wrong, ``better[k]`` wrong -> right, out of
+    ``sizes[k]`` paired problems with that label. The statistic is the fall in balanced accuracy,
+    ``sum_k (worse_k - better_k) / sizes_k``; under no difference each discordant pair points either way
+    with probability 1/2. With one label (or equal label sizes) this is the ordinary exact McNemar test.
+    Exact: the work grows with the product of the per-label discordant counts (fine for a few labels).
+    """
+    sizes = {k: n for k, n in sizes.items() if n}
+    scale = math.lcm(*sizes.values()) if sizes else 1  # integer statistic: scale * sum_k (w_k - b_k) / n_k
+    observed = sum((worse.get(k, 0) - better.get(k, 0)) * (scale // n) for k, n in sizes.items())
+    distribution = {0: 1.0}
+    for k, n in sizes.items():
+        d = worse.get(k, 0) + better.get(k, 0)
+        if not d:
+            continue
+        step = {(2 * x - d) * (scale // n): math.comb(d, x) / 2**d for x in range(d + 1)}
+        merged: dict[int, float] = {}
+        for value, p in distribution.items():
+            for delta, q in step.items():
+                merged[value + delta] = merged.get(value + delta, 0.0) + p * q
+        distribution = merged
+    return min(1.0, sum(p for value, p in distribution.items() if value >= observed))
+
+
+def balanced_accuracy_bounds(records: Sequence[dict], alpha: float = 0.05) -> tuple[float, float]:
+    """One-sided ``1 - alpha`` lower and upper bounds for balanced accuracy.
+
+    Each label's recall gets a one-sided Wilson bound at ``alpha / labels`` (Bonferroni) and the bounds are
+    averaged: all hold together with probability at least ``1 - alpha``, so the result is conservative.
+    """
+    per_label: dict[str, list[int]] = {}
+    for r in records:
+        hit_total = per_label.setdefault(r["expected"], [0, 0])
+        hit_total[0] += bool(r["correct"])
+        hit_total[1] += 1
+    if not per_label:
+        return (0.0, 1.0)
+    level = alpha / len(per_label)
+    lower = [wilson_lower_one_sided(hit, total, level) for hit, total in per_label.values()]
+    upper = [wilson_upper_one_sided(hit, total, level) for hit, total in per_label.values()]
+    return (sum(lower) / len(lower), sum(upper) / len(upper))
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemCheck:
+    """One stage or one benchmarked backend, compared with its baseline."""
+
+    kind: str  # "stage" or "backend"
+    name: str
+    baseline: dict
+    new: dict
+    paired: int = 0
+    right_to_wrong: int = 0
+    wrong_to_right: int = 0
+    accuracy_p: float | None = None
+    balanced_p: float | None = None
+    accuracy_upper: float | None = None  # unpaired: the new result's one-sided Wilson upper bound
+    balanced_upper: float | None = None
+    latency_ratio: float | None = None
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return item_label(self.kind, self.name)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def item_label(kind: str, name: str) -> str:
+    """``lora`` for a stage, ``bench/llamacpp`` for a benchmarked backend."""
+    return name if kind == "stage" else f"bench/{name}"
+
+
+@dataclass
+class CheckReport:
+    items: list[ItemCheck]
+    only_in_results: list[tuple[str, str]]  # (kind, name)
+    only_in_baseline: list[tuple[str, str]]
+    tolerance: float
+    alpha: float
+    latency_ratio: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(item.passed for item in self.items)
+
+    def failure_lines(self) -> list[str]:
+        return [f"FAIL {item.label}: {reason}" for item in self.items for reason in item.failures]
+
+    def summary(self) -> str:
+        """Plain text: one line per item, then every failure (for assertion messages and logs)."""
+        lines = [f"{'PASS' if item.passed else 'FAIL'} {item.label}: {_figures(item)}" for item in self.items]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += self.failure_lines()
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def table(self):
+        """The comparison as a rich Table."""
+        from rich.table import Table
+
+        ratio = f", latency limit {self.latency_ratio:g}x" if self.latency_ratio else ""
+        table = Table(title=f"Regression check (tolerance {self.tolerance:g}, alpha {self.alpha:g}{ratio})")
+        for col in ("check", "accuracy", "balanced acc.", "unparsed", "paired", "right->wrong",
+                    "wrong->right", "p (acc / bal.)", "latency", "result"):
+            table.add_column(col, justify="left" if col == "check" else "right")
+        for item in self.items:
+            b, n = item.baseline, item.new
+            table.add_row(
+                item.label,
+                f"{b['accuracy']:.3f} -> {n['accuracy']:.3f}",
+                f"{b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}",
+                f"{b['unparsed']} -> {n['unparsed']}",
+                f"{item.paired}/{n['total']}",
+                str(item.right_to_wrong) if item.paired else "-",
+                str(item.wrong_to_right) if item.paired else "-",
+                f"{_p(item.accuracy_p)} / {_p(item.balanced_p)}",
+                "-" if item.latency_ratio is None else f"{item.latency_ratio:.2f}x",
+                "[green]PASS[/green]" if item.passed else "[red]FAIL[/red]",
+            )
+        return table
+
+    def to_junit_xml(self) -> str:
+        """JUnit XML: one testcase per compared stage or backend; items in one file only are skipped."""
+        skipped = len(self.only_in_baseline)
+        suite = ET.Element("testsuite", name="lrl-check", tests=str(len(self.items) + skipped),
+                           failures=str(sum(not i.passed for i in self.items)), errors="0",
+                           skipped=str(skipped))
+        for item in self.items:
+            case = ET.SubElement(suite, "testcase", classname=f"lrl.check.{item.kind}", name=item.name,
+                                 time="0")
+            if item.failures:
+                failure = ET.SubElement(case, "failure", message="; ".join(item.failures), type="regression")
+                failure.text = "\n".join(item.failures)
+            ET.SubElement(case, "system-out").text = _figures(item)
+        for kind, name in self.only_in_baseline:
+            case = ET.SubElement(suite, "testcase", classname=f"lrl.check.{kind}", name=name, time="0")
+            ET.SubElement(case, "skipped", message="in the baseline only; not in the new results")
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def write_junit(self, path: Path) -> None:
+        atomic_write_text(Path(path), self.to_junit_xml())
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if value >= 0.0001 else f"{value:.1e}"
+
+
+def _figures(item: ItemCheck) -> str:
+    b, n = item.baseline, item.new
+    text = (f"balanced accuracy {b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}, "
+            f"accuracy {b['accuracy']:.3f} -> {n['accuracy']:.3f}, "
+            f"unparsed {b['unparsed']} -> {n['unparsed']}, {item.paired} paired problems")
+    if item.latency_ratio is not None:
+        text += f", latency {item.latency_ratio:.2f}x"
+    return text
+
+
+# --- the check --------------------------------------------------------------------------------
+
+
+def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float = 0.05,
+          latency_ratio: float | None = None) -> CheckReport:
+    """Compare ``results`` with ``baseline`` over the stages and benchmarked backends both hold.
+
+    Raises LrlError when the two are not comparable (different task, preset or split) or share nothing.
+    """
+    _check_arguments(tolerance, alpha, latency_ratio)
+    notes = _identity_notes(results, baseline)
+    new_items = _comparable_blocks(results)
+    base_items = _comparable_blocks(baseline)
+    common = [key for key in base_items if key in new_items]
+    if not common:
+        raise LrlError("nothing to compare: the results and the baseline share no stage and no benchmarked "
+                       f"backend (results: {', '.join(_names(new_items)) or 'none'}; "
+                       f"baseline: {', '.join(_names(base_items)) or 'none'})")
+    items = [_compare(kind, name, base_items[(kind, name)], new_items[(kind, name)], tolerance, alpha,
+                      latency_ratio) for kind, name in common]
+    return CheckReport(
+        items=items,
+        only_in_results=[key for key in new_items if key not in base_items],
+        only_in_baseline=[key for key in base_items if key not in new_items],
+        tolerance=tolerance, alpha=alpha, latency_ratio=latency_ratio, notes=notes,
+    )
+
+
+def check_files(results_path: Path, baseline_path: Path, **options) -> CheckReport:
+    """``check`` on two results files (a missing or corrupt file raises ResultsFileError)."""
+    return check(load_results(Path(results_path)), load_results(Path(baseline_path)), **options)
+
+
+def _check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
+    if not 0 <= tolerance < 1:
+        raise LrlError(f"--tolerance must be in [0, 1), got {tolerance}")
+    if not 0 < alpha < 1:
+        raise LrlError(f"--alpha must be in (0, 1), got {alpha}")
+    if latency_ratio is not None and latency_ratio <= 0:
+        raise LrlError(f"--latency-ratio must be positive, got {latency_ratio}")
+
+
+def _identity_notes(results: dict, baseline: dict) -> list[str]:
+    pairs = [("", results, baseline)]
+    if isinstance(results.get("benchmarks"), dict) and isinstance(baseline.get("benchmarks"), dict):
+        pairs.append(("benchmark ", results["benchmarks"], baseline["benchmarks"]))
+    for where, new, base in pairs:
+        for key in IDENTITY_KEYS:
+            if new.get(key) is not None and base.get(key) is not None and new[key] != base[key]:
+                raise LrlError(f"cannot compare: the results are for {where}{key} {new[key]!r} but the "
+                               f"baseline is for {base[key]!r}")
+    notes = []
+    new_version = (results.get("provenance") or {}).get("prompt_version")
+    base_version = (baseline.get("provenance") or {}).get("prompt_version")
+    if new_version and base_version and new_version != base_version:
+        notes.append(f"prompt version differs: {base_version} (baseline) -> {new_version}")
+    return notes
+
+
+def _comparable_blocks(data: dict) -> dict[tuple[str, str], dict]:
+    blocks = {("stage", name): block for name, block in (data.get("stages") or {}).items()}
+    backends = ((data.get("benchmarks") or {}).get("backends") or {})
+    blocks.update({("backend", name): block for name, block in backends.items()})
+    for (kind, name), block in blocks.items():
+        missing = [k for k in ("total", "accuracy", "balanced_accuracy", "unparsed")
+                   if not isinstance(block, dict) or k not in block]
+        if missing:
+            raise LrlError(f"corrupt results: {kind} {name!r} lacks {', '.join(missing)}")
+    return blocks
+
+
+def _names(blocks: dict) -> list[str]:
+    return [item_label(kind, name) for kind, name in blocks]
+
+
+def _pairs(base: dict, new: dict) -> list[tuple[dict, dict]]:
+    """Records of the same problem in both: same id and, where both record it, the same problem text.
+
+    The text matters: two splits drawn with different sizes reuse ids like ``easy_0`` for other problems.
+    The paired test is used only when every new problem has its pair: a handful of pairs would give a
+    weak test where the whole samples give a strong one.
+    """
+    base_by_id = {r["problem_id"]: r for r in base.get("results") or [] if "problem_id" in r}
+    pairs = []
+    for r in new.get("results") or []:
+        b = base_by_id.get(r.get("problem_id"))
+        if b is None:
+            continue
+        if b.get("problem") is not None and r.get("problem") is not None and b["problem"] != r["problem"]:
+            continue
+        pairs.append((b, r))
+    return pairs
+
+
+def _compare(kind: str, name: str, base: dict, new: dict, tolerance: float, alpha: float,
+             latency_limit: float | None) -> ItemCheck:
+    item = ItemCheck(kind, name, base, new)
+    acc_drop = base["accuracy"] - new["accuracy"]
+    bal_drop = base["balanced_accuracy"] - new["balanced_accuracy"]
+    pairs = _pairs(base, new)
+    new_count = len(new.get("results") or [])
+    if pairs and len(pairs) < new_count:
+        item.notes.append(f"only {len(pairs)} of {new_count} problems are also in the baseline; "
+                          "compared unpaired")
+        pairs = []
+    item.paired = len(pairs)
+    if pairs:
+        item.right_to_wrong = sum(1 for b, n in pairs if b["correct"] and not n["correct"])
+        item.wrong_to_right = sum(1 for b, n in pairs if n["correct"] and not b["correct"])
+        item.accuracy_p = mcnemar_one_sided(item.right_to_wrong, item.wrong_to_right)
+        item.balanced_p = _stratified_p(pairs)
+        acc_significant = item.accuracy_p < alpha
+        bal_significant = item.balanced_p < alpha
+        evidence = (f"McNemar p={_p(item.accuracy_p)}, stratified by label p={_p(item.balanced_p)}, "
+                    f"{item.right_to_wrong} of {item.paired} problems flipped right to wrong, "
+                    f"{item.wrong_to_right} wrong to right")
+    else:
+        item.accuracy_upper = wilson_upper_one_sided(new["correct"], new["total"], alpha)
+        acc_significant = base["accuracy"] > item.accuracy_upper
+        evidence = (f"no paired problems; the new accuracy's one-sided {1 - alpha:.0%} Wilson upper bound is "
+                    f"{item.accuracy_upper:.3f}")
+        records = new.get("results") or []
+        if records:
+            item.balanced_upper = balanced_accuracy_bounds(records, alpha)[1]
+            bal_significant = base["balanced_accuracy"] > item.balanced_upper
+            evidence += f", balanced accuracy's {item.balanced_upper:.3f}"
+        else:
+            bal_significant = False
+            item.notes.append("balanced accuracy not tested: no per-problem results")
+        evidence += f", n={new['total']}"
+    if acc_drop > tolerance and acc_significant or bal_drop > tolerance and bal_significant:
+        headline, other = ("balanced_accuracy", "accuracy") if bal_drop >= acc_drop else ("accuracy",
+                                                                                          "balanced_accuracy")
+        item.failures.append(
+            f"{headline.replace('_', ' ')} {base[headline]:.3f} -> {new[headline]:.3f} "
+            f"({other.replace('_', ' ')} {base[other]:.3f} -> {new[other]:.3f}, {evidence})")
+    _check_unparsed(item, base, new)
+    if latency_limit is not None:
+        _check_latency(item, base, new, latency_limit)
+    return item
+
+
+def _stratified_p(pairs: list[tuple[dict, dict]]) -> float:
+    worse: dict[str, int] = {}
+    better: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for b, n in pairs:
+        label = b["expected"]
+        sizes[label] = sizes.get(label, 0) + 1
+        worse[label] = worse.get(label, 0) + (b["correct"] and not n["correct"])
+        better[label] = better.get(label, 0) + (n["correct"] and not b["correct"])
+    return stratified_mcnemar_one_sided(worse, better, sizes)
+
+
+def _check_unparsed(item: ItemCheck, base: dict, new: dict) -> None:
+    """Counts when both answered as many problems; rates otherwise."""
+    if base["total"] == new["total"]:
+        if new["unparsed"] > base["unparsed"]:
+            item.failures.append(f"unparsed answers rose {base['unparsed']} -> {new['unparsed']} "
+                                 f"of {new['total']}")
+        return
+    base_rate = base["unparsed"] / base["total"] if base["total"] else 0.0
+    new_rate = new["unparsed"] / new["total"] if new["total"] else 0.0
+    if new_rate > base_rate:
+        item.failures.append(f"unparsed rate rose {base_rate:.3f} ({base['unparsed']}/{base['total']}) -> "
+                             f"{new_rate:.3f} ({new['unparsed']}/{new['total']})")
+
+
+def mean_latency(block: dict) -> float | None:
+    """Mean seconds per problem: a benchmark entry's measured mean, else the mean of its records."""
+    measured = (block.get("latency") or {}).get("mean_s") if isinstance(block.get("latency"), dict) else None
+    if measured is not None:
+        return measured
+    values = [r["latency_s"] for r in block.get("results") or [] if r.get("latency_s") is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _check_latency(item: ItemCheck, base: dict, new: dict, limit: float) -> None:
+    base_s, new_s = mean_latency(base), mean_latency(new)
+    if not base_s or new_s is None:
+        item.notes.append("latency not compared: no latency recorded")
+        return
+    item.latency_ratio = new_s / base_s
+    if item.latency_ratio > limit:
+        item.failures.append(f"mean latency {base_s:.4f} s -> {new_s:.4f} s ({item.latency_ratio:.2f}x, "
+                             f"limit {limit:g}x)")
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@click.command("check")
+@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The reference results file to compare against.")
+@click.option("--tolerance", type=float, default=0.02, show_default=True,
+              help="Largest accuracy drop (absolute) that never fails.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Significance level a larger drop must reach to fail.")
+@click.option("--latency-ratio", type=float, default=None,
+              help="Also fail when mean latency grows by more than this factor (e.g. 1.5).")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report here (one testcase per stage or backend).")
+def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, junit_file):
+    """Compare RESULTS with a baseline: exit 0 when everything holds, 1 on a regression.
+
+    A stage or backend fails when its accuracy or balanced accuracy fell by more than the tolerance
+    and the fall is significant on the paired problems (exact one-sided McNemar), when more answers
+    are unparsed, or (with --latency-ratio) when it got slower than the ratio allows.
+    """
+    from rich.console import Console
+
+    report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
+                         latency_ratio=latency_ratio)
+    Console().print(report.table())
+    for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
+        for kind, name in keys:
+            click.echo(f"skipped {item_label(kind, name)}: only in the {where}")
+    for note in report.notes + [f"{i.label}: {n}" for i in report.items for n in i.notes]:
+        click.echo(f"note: {note}")
+    if junit_file:
+        report.write_junit(junit_file)
+        click.echo(f"wrote {junit_file}")
+    for line in report.failure_lines():
+        click.echo(line)
+    if not report.passed:
+        raise SystemExit(1)
+    click.echo(f"OK: {len(report.items)} checks hold")

@@ -1,0 +1,375 @@
+"""Reports of a results file: the same tables in the terminal (rich), in Markdown and in a static HTML
+page, with PNG plots (matplotlib, no display needed).
+
+Every accuracy is shown beside the majority-class baseline, the balanced accuracy, the unparsed count
+and its Wilson 95% interval: an accuracy alone says little on a split where one answer dominates.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from .results import STAGE_LABELS, STAGES, atomic_write_text, load_results
+
+ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "95% CI", "n")
+SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
+                 "prefill tok/s", "decode tok/s", "problems/s", "load s", "peak RSS MiB", "GPU MiB")
+EXPLANATION = (
+    "Majority baseline: the accuracy of always giving the most common expected answer. "
+    "Balanced accuracy: the mean of the per-answer recalls (0.5 for a constant answer). "
+    "Unparsed: responses with no clear verdict; they count as wrong. "
+    "95% CI: Wilson interval of the accuracy."
+)
+
+
+@dataclass
+class TableData:
+    """One table, rendered three ways (terminal, Markdown, HTML) from the same cells."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[list[str]]
+    text_columns: int = 2  # left-aligned; the rest are figures, right-aligned
+
+    def rich(self):
+        from rich.table import Table
+
+        table = Table(title=self.title)
+        for i, col in enumerate(self.columns):
+            text = i < self.text_columns
+            table.add_column(col, justify="left" if text else "right", no_wrap=text)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def markdown(self) -> str:
+        rule = ("---" if i < self.text_columns else "---:" for i in range(len(self.columns)))
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "|".join(rule) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        def cls(i: int) -> str:
+            return ' class="t"' if i < self.text_columns else ""
+
+        head = "".join(f"<th{cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(self.columns))
+        body = "".join("<tr>" + "".join(f"<td{cls(i)}>{html.escape(cell)}</td>" for i, cell in enumerate(row))
+                       + "</tr>\n" for row in self.rows)
+        return (f"<h3>{html.escape(self.title)}</h3>\n<table>\n<thead><tr>{head}</tr></thead>\n"
+                f"<tbody>\n{body}</tbody>\n</table>\n")
+
+
+# --- what the tables hold ---------------------------------------------------------------------
+
+
+def ordered_stages(results: dict) -> list[tuple[str, dict]]:
+    stages = results.get("stages") or {}
+    names = [s for s in STAGES if s in stages] + [s for s in stages if s not in STAGES]
+    return [(name, stages[name]) for name in names]
+
+
+def describe_who(who) -> str:
+    """A short name for what produced a stage: ``tiny on transformers``, ``claude (claude-3-5-haiku)``."""
+    if not who:
+        return "-"
+    if isinstance(who, str):
+        return who
+    if who.get("student"):
+        return f"{who['student']} on {who['backend']}" if who.get("backend") else str(who["student"])
+    if who.get("teacher"):
+        model = who.get("model")
+        return f"{who['teacher']} ({model})" if model and model != who["teacher"] else str(who["teacher"])
+    for key in ("name", "model", "backend"):
+        if who.get(key):
+            return str(who[key])
+    return "-"
+
+
+def _accuracy_cells(block: dict) -> list[str]:
+    lo, hi = block.get("ci95") or (0.0, 1.0)
+    return [f"{block['accuracy']:.3f}", f"{block['balanced_accuracy']:.3f}",
+            f"{block['majority_baseline']:.3f} ({block.get('majority_label') or '-'})",
+            f"{block['unparsed']}", f"{lo:.3f}-{hi:.3f}", str(block["total"])]
+
+
+def stage_data(results: dict) -> TableData:
+    rows = [[name, describe_who(block.get("who")), *_accuracy_cells(block)]
+            for name, block in ordered_stages(results)]
+    return TableData(_title("Accuracy by stage", results), ("stage", "who", *ACCURACY_COLUMNS), rows)
+
+
+def difficulty_data(results: dict) -> TableData:
+    difficulties: list[str] = []
+    for _, block in ordered_stages(results):
+        difficulties += [d for d in block.get("by_difficulty") or {} if d not in difficulties]
+    rows = []
+    for name, block in ordered_stages(results):
+        by = block.get("by_difficulty") or {}
+        rows.append([name, *(_difficulty_cell(by[d]) if d in by else "-" for d in difficulties)])
+    return TableData("Accuracy / balanced accuracy by difficulty", ("stage", *difficulties), rows,
+                     text_columns=1)
+
+
+def _difficulty_cell(block: dict) -> str:
+    return f"{block['accuracy']:.3f} / {block['balanced_accuracy']:.3f} (n={block['total']})"
+
+
+def _backends(results: dict) -> dict:
+    return ((results.get("benchmarks") or {}).get("backends")) or {}
+
+
+def _model_name(entry: dict) -> str:
+    model = entry.get("model") or {}
+    path = model.get("name") or model.get("path") or ""
+    backend = entry.get("backend", "-")
+    return f"{backend}: {Path(path).name or path}" if path else str(backend)
+
+
+def benchmark_accuracy_data(results: dict) -> TableData:
+    bench = results.get("benchmarks") or {}
+    rows = [[label, _model_name(entry), *_accuracy_cells(entry)]
+            for label, entry in _backends(results).items()]
+    return TableData(_title("Benchmark: accuracy by backend", bench), ("backend", "model", *ACCURACY_COLUMNS),
+                     rows)
+
+
+def benchmark_speed_data(results: dict) -> TableData:
+    rows = []
+    for label, entry in _backends(results).items():
+        lat, ttft = entry.get("latency") or {}, entry.get("ttft") or {}
+        thr, mem = entry.get("throughput") or {}, entry.get("memory") or {}
+        rows.append([label, _ms(lat.get("mean_s")), _ms(lat.get("p50_s")), _ms(lat.get("p95_s")),
+                     _ms(ttft.get("mean_s")), _ms(ttft.get("p50_s")), _num(thr.get("prefill_tokens_per_s")),
+                     _num(thr.get("decode_tokens_per_s")), _num(thr.get("problems_per_s"), 2),
+                     _num(entry.get("load_s"), 2), _num(mem.get("peak_rss_mib")),
+                     _num(mem.get("gpu_max_allocated_mib"))])
+    return TableData("Benchmark: speed by backend (one problem at a time)", SPEED_COLUMNS, rows,
+                     text_columns=1)
+
+
+def ratio_data(results: dict) -> TableData:
+    ratios = (results.get("benchmarks") or {}).get("ratios") or {}
+    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _num(r.get("latency_p50"), 2) + "x",
+             _num(r.get("problems_per_s"), 2) + "x"] for pair, r in ratios.items()]
+    return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "latency p50", "problems/s"), rows,
+                     text_columns=1)
+
+
+def _title(base: str, where: dict, sep: str = " ") -> str:
+    """``base`` and what was measured: ``Accuracy by stage (meeting-rooms, balanced preset, test split)``."""
+    parts = [str(where["task"])] if where.get("task") else []
+    parts += [f"{where[k]} {k}" for k in ("preset", "split") if where.get(k)]
+    return f"{base}{sep}({', '.join(parts)})" if parts else base
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(results: dict):
+    """The stage table as a rich Table: stage, who, accuracy, balanced acc., majority baseline,
+    unparsed, 95% CI, n."""
+    return stage_data(results).rich()
+
+
+def benchmark_tables(results: dict) -> list:
+    """Rich tables of the benchmarks (accuracy, speed, ratios); empty when there are none."""
+    return [t.rich() for t in _benchmark_data(results)]
+
+
+def _benchmark_data(results: dict) -> list[TableData]:
+    if not _backends(results):
+        return []
+    tables = [benchmark_accuracy_data(results), benchmark_speed_data(results)]
+    if (results.get("benchmarks") or {}).get("ratios"):
+        tables.append(ratio_data(results))
+    return tables
+
+
+def all_tables(results: dict) -> list[TableData]:
+    tables = []
+    if results.get("stages"):
+        tables += [stage_data(results), difficulty_data(results)]
+    return tables + _benchmark_data(results)
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict]) -> None:
+    """Grouped bars: accuracy with its Wilson 95% interval, balanced accuracy beside it, and each
+    group's majority baseline as a dashed line across the group."""
+    from matplotlib.figure import Figure
+
+    width = 0.38
+    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
+    ax = fig.add_subplot()
+    for i, block in enumerate(blocks):
+        acc, bal = block["accuracy"], block["balanced_accuracy"]
+        lo, hi = block.get("ci95") or (acc, acc)
+        ax.bar(i - width / 2, acc, width, color="#4878a8", yerr=[[acc - lo], [hi - acc]], capsize=4,
+               ecolor="#222222", label="accuracy (95% Wilson CI)" if i == 0 else None)
+        ax.bar(i + width / 2, bal, width, color="#e0a040", label="balanced accuracy" if i == 0 else None)
+        ax.hlines(block["majority_baseline"], i - width - 0.06, i + width + 0.06, colors="#c03030",
+                  linestyles="dashed", linewidth=2, label="majority baseline" if i == 0 else None)
+        ax.text(i - width / 2, hi + 0.015, f"{acc:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + width / 2, bal + 0.015, f"{bal:.3f}", ha="center", va="bottom", fontsize=8)
+    ticks = [f"{name}\nn={b['total']}, unparsed {b['unparsed']}"
+             for name, b in zip(names, blocks, strict=True)]
+    ax.set_xticks(range(len(names)), ticks, fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_ylabel("fraction of problems")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _latency_plot(path: Path, title: str, backends: dict) -> None:
+    """Mean, median and 95th-percentile latency per problem, by backend (milliseconds)."""
+    from matplotlib.figure import Figure
+
+    names = list(backends)
+    series = (("mean_s", "mean", "#4878a8"), ("p50_s", "median", "#80a8d0"),
+              ("p95_s", "95th percentile", "#e0a040"))
+    width = 0.26
+    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
+    ax = fig.add_subplot()
+    top = 0.0
+    for j, (key, label, color) in enumerate(series):
+        values = [((backends[n].get("latency") or {}).get(key) or 0.0) * 1000 for n in names]
+        top = max([top, *values])
+        xs = [i + (j - 1) * width for i in range(len(names))]
+        ax.bar(xs, values, width, color=color, label=label)
+        for x, v in zip(xs, values, strict=True):
+            ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    labels = []
+    for n in names:
+        pps = (backends[n].get("throughput") or {}).get("problems_per_s")
+        labels.append(f"{n}\n{pps:.2f} problems/s" if pps else n)
+    ax.set_xticks(range(len(names)), labels, fontsize=8)
+    ax.set_ylim(0, top * 1.15 or 1.0)
+    ax.set_ylabel("latency per problem (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    stages = ordered_stages(results)
+    if stages:
+        plots["accuracy_by_stage"] = out_dir / "accuracy_by_stage.png"
+        _accuracy_plot(plots["accuracy_by_stage"], _title("Accuracy by stage", results, "\n"),
+                       [STAGE_LABELS.get(name, name) for name, _ in stages], [b for _, b in stages])
+    backends = _backends(results)
+    if backends:
+        bench = results.get("benchmarks") or {}
+        plots["accuracy_by_backend"] = out_dir / "accuracy_by_backend.png"
+        _accuracy_plot(plots["accuracy_by_backend"], _title("Accuracy by backend", bench, "\n"),
+                       list(backends), list(backends.values()))
+        plots["latency_by_backend"] = out_dir / "latency_by_backend.png"
+        _latency_plot(plots["latency_by_backend"], _title("Latency per problem by backend", bench, "\n"),
+                      backends)
+    return plots
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def _facts(results: dict) -> list[tuple[str, str]]:
+    provenance = results.get("provenance") or {}
+    machine = provenance.get("machine") or (results.get("benchmarks") or {}).get("machine") or {}
+    gpu = machine.get("gpu") or {}
+    facts = [
+        ("task", results.get("task")), ("preset", results.get("preset")), ("split", results.get("split")),
+        ("config hash", results.get("config_hash")), ("prompt version", provenance.get("prompt_version")),
+        ("created", provenance.get("created")),
+        ("CPU", f"{machine['cpu']} ({machine.get('cores')} cores)" if machine.get("cpu") else None),
+        ("GPU", f"{gpu['name']} (compute {gpu.get('compute_capability')})" if gpu.get("name") else None),
+    ]
+    return [(k, str(v)) for k, v in facts if v]
+
+
+def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; return their paths by name."""
+    out_dir = Path(out_dir)
+    plots = write_plots(results, out_dir)
+    tables = all_tables(results)
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    facts = _facts(results)
+
+    md = ["# lrl-harness report", ""]
+    md += [f"- **{k}**: {v}" for k, v in facts]
+    md += [f"- **report generated**: {generated}", "", EXPLANATION, ""]
+    md += [f"![{name}]({path.name})\n" for name, path in plots.items()]
+    md += [t.markdown() for t in tables]
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    atomic_write_text(paths["markdown"], "\n".join(md))
+
+    fact_items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in facts)
+    images = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(n)}"></figure>\n'
+                     for n, p in plots.items())
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>lrl-harness report: {html.escape(str(results.get("task") or ""))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+th.t, td.t {{ text-align: left; }}
+th {{ background: #f0f0f0; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+<h1>lrl-harness report</h1>
+<ul>{fact_items}<li><b>report generated</b>: {generated}</li></ul>
+<p>{html.escape(EXPLANATION)}</p>
+{images}
+{"".join(t.html() for t in tables)}
+</body>
+</html>
+"""
+    atomic_write_text(paths["html"], page)
+    return {**paths, **plots}
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@click.command("report")
+@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.md, report.html and the PNG plots.")
+def report_command(results_file, out_dir):
+    """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
+    from rich.console import Console
+
+    results = load_results(results_file)
+    console = Console()
+    for table in all_tables(results):
+        console.print(table.rich())
+    click.echo(EXPLANATION)
+    for name, path in write_report(results, out_dir).items():
+        click.echo(f"wrote {name}: {path}")
