@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import machine
@@ -114,7 +114,7 @@ class Pipeline:
             config={**self.config.identity(), "prices": self.config.prices},
             config_hash=self.config.identity_hash(),
             provenance={
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine.fingerprint(),
                 "seeds": {"seed": self.config.seed, "train": self._split_seed("train"),
                           "test": self._split_seed("test"), "transfer": self.config.transfer_seed},
@@ -140,6 +140,7 @@ class Pipeline:
             if self.config.prices:
                 options.setdefault("prices", self.config.prices)
             options["_registry"] = self.registry
+            options["_cache_only"] = self.cache_only
             teacher = reg.factory(task=self.task, options=options)
             if getattr(teacher, "is_language_model", False):
                 from .cache import CachedTeacher  # only language-model answers cost money or time
@@ -197,6 +198,9 @@ class Pipeline:
         if "lora" in results["stages"] and self.config.export and "export" not in results:
             results["export"] = self._export()
             self._save()
+        cost = self._cost_block()
+        if cost:
+            results["cost"] = cost
         results["elapsed_s"] = results.get("elapsed_s", 0.0) + (time.perf_counter() - started)
         self._save()
         self.pm.hook.run_finished(results=results, out_dir=self.out)
@@ -204,6 +208,28 @@ class Pipeline:
 
     def _save(self) -> None:
         write_json(self.out / "results.json", self.results)
+
+    def _cost_block(self) -> dict | None:
+        """Teacher usage per stage and the break-even the original experiment claimed (teacher cost per
+        problem against the local student's, after the one-off cost of bootstrap and transfer data)."""
+        stages = self.results["stages"]
+        per_stage = {name: b["usage"] for name, b in stages.items() if b.get("usage")}
+        if not per_stage:
+            return None
+        from .cost import break_even
+
+        per_problem = next((per_stage[s].get("cost_per_problem_usd") for s in ("lrl", "teacher_baseline")
+                            if s in per_stage), None)
+        one_off = per_stage.get("bootstrap", {}).get("list_cost_usd")
+        if one_off is not None and self.results.get("transfer", {}).get("usage"):
+            one_off += self.results["transfer"]["usage"].get("list_cost_usd") or 0.0
+        total = [u.get("cost_usd") for u in per_stage.values()]
+        return {
+            "per_stage": per_stage,
+            "paid_usd": None if None in total else round(sum(total), 6),
+            "break_even": break_even(per_problem, 0.0, one_off),
+            "note": "the local student's cost per problem is taken as $0 (electricity and hardware not priced)",
+        }
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -242,23 +268,12 @@ class Pipeline:
         return block
 
     def _usage_summary(self, usage: list[dict], records: list[dict]) -> dict:
-        summary = {
-            "requests": sum(u.get("requests", 1) for u in usage if not u.get("cached")),
-            "cached": sum(1 for u in usage if u.get("cached")),
-            "input_tokens": sum(u.get("input_tokens", 0) for u in usage if not u.get("cached")),
-            "output_tokens": sum(u.get("output_tokens", 0) for u in usage if not u.get("cached")),
-            "retries": sum(u.get("retries", 0) for u in usage if not u.get("cached")),
-        }
-        try:
-            from .cost import cost_usd, load_prices
+        from .cost import load_prices, summarise_usage
 
-            prices = load_prices(self.config.prices) if self.config.prices else None
-            model = getattr(self.teacher, "model", "")
-            summary["cost_usd"] = cost_usd(model, summary["input_tokens"], summary["output_tokens"], prices)
-            if summary["cost_usd"] is not None and records:
-                summary["cost_per_problem_usd"] = summary["cost_usd"] / len(records)
-        except ImportError:
-            pass
+        prices = load_prices(self.config.prices) if self.config.prices else None
+        summary = summarise_usage(usage, prices)
+        if summary.get("list_cost_usd") is not None and records:
+            summary["cost_per_problem_usd"] = summary["list_cost_usd"] / len(records)
         return summary
 
     # --- teacher stages ---------------------------------------------------------------------
@@ -459,15 +474,16 @@ class Pipeline:
         n = cfg.transfer_n or student.transfer_examples
         examples = self.task.transfer_examples(prompt_strategy, fmt, n, cfg.transfer_seed, cfg.preset,
                                                exclude=test)
-        dropped = 0
+        dropped, usage = 0, None
         if cfg.transfer_source == "teacher":
-            examples, dropped = self._teacher_written(examples, n)
+            examples, dropped, usage = self._teacher_written(examples)
         rendered = self._render([e["prompt"] for e in examples])
         examples = [{**e, "prompt": r} for e, r in zip(examples, rendered)]
         text = "".join(json.dumps(e) + "\n" for e in examples)
         atomic_write_text(self.out / "transfer.jsonl", text)
         yes = sum(1 for e in examples if e["expected"] == "YES")
-        return examples, {
+        extra = {"usage": self._usage_summary(usage, examples)} if usage else {}
+        return examples, {**extra,
             "format": fmt, "source": cfg.transfer_source, "examples": len(examples), "yes": yes,
             "no": len(examples) - yes, "dropped_by_solver": dropped, "seed": cfg.transfer_seed,
             "strategy_in_prompt": prompt_strategy is not None, "sha256": sha256_text(text),
@@ -476,20 +492,21 @@ class Pipeline:
                      "targets written by the teacher following its learned strategy; wrong ones dropped"),
         }
 
-    def _teacher_written(self, examples: list[dict], n: int) -> tuple[list[dict], int]:
+    def _teacher_written(self, examples: list[dict]) -> tuple[list[dict], int, list[dict]]:
         strategy, _ = self._learned_strategy()
-        kept, dropped = [], 0
+        kept, dropped, usage = [], 0, []
         with self.ui.task("teacher-written transfer data", len(examples)) as advance:
             for e in examples:
                 problem = Problem(e["id"], e["difficulty"], e["data"], e["expected"])
                 [c] = self.teacher.complete([TeacherRequest("solve", self.task.teacher_prompt(problem, strategy),
                                                             problem=problem)])
+                usage.append(_usage_of(c))
                 if self.task.check_solution(problem, c.text):
                     kept.append({**e, "target": c.text})
                 else:
                     dropped += 1
                 advance(1)
-        return kept, dropped
+        return kept, dropped, usage
 
     # --- export -----------------------------------------------------------------------------
 
@@ -504,7 +521,7 @@ class Pipeline:
 
 def _usage_of(completion: Completion) -> dict:
     meta = completion.meta or {}
-    usage = {k: meta[k] for k in ("input_tokens", "output_tokens", "retries") if k in meta}
+    usage = {k: meta[k] for k in ("input_tokens", "output_tokens", "retries", "model", "api") if k in meta}
     if completion.cached:
         usage["cached"] = True
     return usage

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from lrl_harness.cli import main
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 

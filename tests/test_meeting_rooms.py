@@ -3,7 +3,6 @@
 from collections import Counter
 
 import pytest
-
 from lrl_harness.errors import InvalidProblemError, LrlError
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous, solve, trace

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from lrl_harness.metrics import (
     mcnemar_exact,
     mcnemar_one_sided,

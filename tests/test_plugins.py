@@ -4,7 +4,6 @@ import json
 import types
 
 import pytest
-
 from lrl_harness import hookimpl
 from lrl_harness.cli import main
 from lrl_harness.errors import LrlError, UnknownPluginError
