@@ -21,7 +21,8 @@ REFERENCE_STRATEGY = """Sweep-line procedure:
 4. The peak is the largest count reached.
 5. If the peak is at most the number of rooms, answer YES; otherwise answer NO."""
 
-_DESCRIPTION = re.compile(r"^\s*(?P<meetings>(?:\[\s*-?\d+\s*-\s*-?\d+\s*\]\s*,?\s*)+)\|\s*(?P<rooms>-?\d+)\s*rooms?\s*$")
+_DESCRIPTION = re.compile(
+    r"^\s*(?P<meetings>(?:\[\s*-?\d+\s*-\s*-?\d+\s*\]\s*,?\s*)+)\|\s*(?P<rooms>-?\d+)\s*rooms?\s*$")
 _MEETING = re.compile(r"\[\s*(-?\d+)\s*-\s*(-?\d+)\s*\]")
 
 
