@@ -174,6 +174,7 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
                     correct += task.extract_answer(timings[i][0][1].text) == problem.expected
                     advance(1, note=f"{correct}/{i + 1} correct")
         elapsed = time.perf_counter() - started
+        rss_loaded = _current_rss_mib()
     finally:
         backend.close()
     records = [_record(task, p, prompt, runs)
@@ -188,10 +189,10 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
         **speed(timings),
         "memory": {
             "peak_rss_mib": _peak_rss_mib(),
-            "rss_growth_mib": _difference(_current_rss_mib(), rss_before),
+            "rss_growth_mib": _difference(rss_loaded, rss_before),
             "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
-            "note": "peak RSS is this process's peak so far (earlier targets included); a server backend's "
-                    "memory is not seen here",
+            "note": "peak RSS is this process's peak so far (earlier targets included); RSS growth is from "
+                    "before loading to the end of the run; a server backend's memory is not seen here",
         },
         "inconsistent_repeats": sum(1 for runs in timings if len({c.text for _, c in runs}) > 1),
         "results": records,
@@ -444,7 +445,7 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
                   max_new_tokens, quiet):
     """Measure accuracy, latency, throughput and memory of one model on several backends."""
     from .progress import UI
-    from .report import benchmark_tables
+    from .report import benchmark_tables, print_tables
 
     registry = _registry(ctx)
     run = load_results(run_dir / "results.json") if run_dir else {}
@@ -458,8 +459,8 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     targets = [parse_target(t) for t in target_texts]
     strategy = None
     if run_dir:
-        strategy = run_strategy(run)
         targets = run_targets(run_dir, run) + targets
+        strategy = run_strategy(run)
     prompts = [task.student_prompt(p, strategy) for p in problems]
     ui = UI(quiet=quiet)
     if run_dir:
@@ -476,11 +477,7 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     results = _results_to_update(out_file, task_name, preset, split)
     results["benchmarks"] = bench
     write_json(out_file, results)
-    from rich.console import Console
-
-    console = Console()
-    for table in benchmark_tables(results):
-        console.print(table)
+    print_tables(benchmark_tables(results))
     click.echo(f"wrote {out_file}")
 
 

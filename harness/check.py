@@ -268,7 +268,7 @@ def _comparable_blocks(data: dict) -> dict[tuple[str, str], dict]:
     backends = ((data.get("benchmarks") or {}).get("backends") or {})
     blocks.update({("backend", name): block for name, block in backends.items()})
     for (kind, name), block in blocks.items():
-        missing = [k for k in ("total", "accuracy", "balanced_accuracy", "unparsed")
+        missing = [k for k in ("total", "correct", "accuracy", "balanced_accuracy", "unparsed")
                    if not isinstance(block, dict) or k not in block]
         if missing:
             raise LrlError(f"corrupt results: {kind} {name!r} lacks {', '.join(missing)}")
@@ -414,11 +414,11 @@ def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, 
     and the fall is significant on the paired problems (exact one-sided McNemar), when more answers
     are unparsed, or (with --latency-ratio) when it got slower than the ratio allows.
     """
-    from rich.console import Console
+    from .report import print_tables
 
     report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
                          latency_ratio=latency_ratio)
-    Console().print(report.table())
+    print_tables([report.table()])
     for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
         for kind, name in keys:
             click.echo(f"skipped {item_label(kind, name)}: only in the {where}")

@@ -18,7 +18,8 @@ from .results import STAGE_LABELS, STAGES, atomic_write_text, load_results
 
 ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "95% CI", "n")
 SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
-                 "prefill tok/s", "decode tok/s", "problems/s", "load s", "peak RSS MiB", "GPU MiB")
+                 "problems/s")
+RESOURCE_COLUMNS = ("backend", "prefill tok/s", "decode tok/s", "load s", "peak RSS MiB", "GPU MiB")
 EXPLANATION = (
     "Majority baseline: the accuracy of always giving the most common expected answer. "
     "Balanced accuracy: the mean of the per-answer recalls (0.5 for a constant answer). "
@@ -126,8 +127,7 @@ def _backends(results: dict) -> dict:
 def _model_name(entry: dict) -> str:
     model = entry.get("model") or {}
     path = model.get("name") or model.get("path") or ""
-    backend = entry.get("backend", "-")
-    return f"{backend}: {Path(path).name or path}" if path else str(backend)
+    return (Path(path).name or path) if path else "-"
 
 
 def benchmark_accuracy_data(results: dict) -> TableData:
@@ -142,14 +142,21 @@ def benchmark_speed_data(results: dict) -> TableData:
     rows = []
     for label, entry in _backends(results).items():
         lat, ttft = entry.get("latency") or {}, entry.get("ttft") or {}
-        thr, mem = entry.get("throughput") or {}, entry.get("memory") or {}
         rows.append([label, _ms(lat.get("mean_s")), _ms(lat.get("p50_s")), _ms(lat.get("p95_s")),
-                     _ms(ttft.get("mean_s")), _ms(ttft.get("p50_s")), _num(thr.get("prefill_tokens_per_s")),
-                     _num(thr.get("decode_tokens_per_s")), _num(thr.get("problems_per_s"), 2),
-                     _num(entry.get("load_s"), 2), _num(mem.get("peak_rss_mib")),
-                     _num(mem.get("gpu_max_allocated_mib"))])
+                     _ms(ttft.get("mean_s")), _ms(ttft.get("p50_s")),
+                     _num((entry.get("throughput") or {}).get("problems_per_s"), 2)])
     return TableData("Benchmark: speed by backend (one problem at a time)", SPEED_COLUMNS, rows,
                      text_columns=1)
+
+
+def benchmark_resource_data(results: dict) -> TableData:
+    rows = []
+    for label, entry in _backends(results).items():
+        thr, mem = entry.get("throughput") or {}, entry.get("memory") or {}
+        rows.append([label, _num(thr.get("prefill_tokens_per_s")), _num(thr.get("decode_tokens_per_s")),
+                     _num(entry.get("load_s"), 2), _num(mem.get("peak_rss_mib")),
+                     _num(mem.get("gpu_max_allocated_mib"))])
+    return TableData("Benchmark: throughput and memory by backend", RESOURCE_COLUMNS, rows, text_columns=1)
 
 
 def ratio_data(results: dict) -> TableData:
@@ -168,11 +175,35 @@ def _title(base: str, where: dict, sep: str = " ") -> str:
 
 
 def _ms(seconds) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
 
 
 def _num(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_tables(tables, console=None) -> None:
+    """Print rich tables (or TableData) without cutting figures short: where the output is not a
+    terminal (a CI log, a pipe), a table wider than the console gets the width it needs."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    for table in tables:
+        table = table.rich() if isinstance(table, TableData) else table
+        needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if console.is_terminal or needed <= console.width:
+            console.print(table)
+            continue
+        width = console.width
+        console.width = needed
+        try:
+            console.print(table)
+        finally:
+            console.width = width
 
 
 def summary_table(results: dict):
@@ -189,7 +220,8 @@ def benchmark_tables(results: dict) -> list:
 def _benchmark_data(results: dict) -> list[TableData]:
     if not _backends(results):
         return []
-    tables = [benchmark_accuracy_data(results), benchmark_speed_data(results)]
+    tables = [benchmark_accuracy_data(results), benchmark_speed_data(results),
+              benchmark_resource_data(results)]
     if (results.get("benchmarks") or {}).get("ratios"):
         tables.append(ratio_data(results))
     return tables
@@ -221,8 +253,10 @@ def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict])
         ax.bar(i + width / 2, bal, width, color="#e0a040", label="balanced accuracy" if i == 0 else None)
         ax.hlines(block["majority_baseline"], i - width - 0.06, i + width + 0.06, colors="#c03030",
                   linestyles="dashed", linewidth=2, label="majority baseline" if i == 0 else None)
-        ax.text(i - width / 2, hi + 0.015, f"{acc:.3f}", ha="center", va="bottom", fontsize=8)
-        ax.text(i + width / 2, bal + 0.015, f"{bal:.3f}", ha="center", va="bottom", fontsize=8)
+        for x, value in ((i - width / 2, acc), (i + width / 2, bal)):  # inside the bar: clear of lines
+            inside = value > 0.1
+            ax.text(x, 0.02 if inside else value + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=8,
+                    color="white" if inside else "black", fontweight="bold" if inside else "normal")
     ticks = [f"{name}\nn={b['total']}, unparsed {b['unparsed']}"
              for name, b in zip(names, blocks, strict=True)]
     ax.set_xticks(range(len(names)), ticks, fontsize=8)
@@ -325,7 +359,7 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     atomic_write_text(paths["markdown"], "\n".join(md))
 
     fact_items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in facts)
-    images = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(n)}"></figure>\n'
+    images = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(n)}" /></figure>\n'
                      for n, p in plots.items())
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -364,12 +398,8 @@ img {{ max-width: 100%; }}
               help="Folder for report.md, report.html and the PNG plots.")
 def report_command(results_file, out_dir):
     """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
-    from rich.console import Console
-
     results = load_results(results_file)
-    console = Console()
-    for table in all_tables(results):
-        console.print(table.rich())
+    print_tables(all_tables(results))
     click.echo(EXPLANATION)
     for name, path in write_report(results, out_dir).items():
         click.echo(f"wrote {name}: {path}")

@@ -1,0 +1,235 @@
+"""Benchmarks: target parsing, measuring, ratios, the command, and a run's exported student.
+
+The backends here are stand-ins registered by the test (real models are benchmarked elsewhere): they
+read the meetings from the prompt and answer with the task's exact solver, wrong on every k-th
+problem when asked to be, and record what they were given.
+"""
+
+import hashlib
+import re
+from types import SimpleNamespace
+
+import lrl_harness_tasks.meeting_rooms as meeting_rooms
+import pytest
+from click.testing import CliRunner
+from lrl_harness import hookimpl
+from lrl_harness.bench import bench_command, parse_target, percentile, run_bench, unique_labels
+from lrl_harness.errors import ConfigError, LrlError
+from lrl_harness.plugins import Registry, make_plugin_manager
+from lrl_harness.results import load_results, new_results, write_json
+from lrl_harness.types import Completion, ModelSpec, sha256_text
+from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous
+
+LOADED = []  # every stand-in created, to inspect what the bench asked of it
+
+
+class StandInBackend:
+    """Not a model: answers from the prompt with the exact solver (see the module docstring)."""
+
+    def __init__(self, name, model, options):
+        self.name, self.model, self.options = name, model, options
+        self.prompts, self.closed = [], False
+        LOADED.append(self)
+
+    def generate(self, prompts, settings, progress=None):
+        out = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            meetings = [(int(a), int(b)) for a, b in re.findall(r"\[(\d+)-(\d+)\]", prompt)]
+            rooms = int(re.search(r"Available rooms: (\d+)", prompt).group(1))
+            answer = "YES" if max_simultaneous(meetings) <= rooms else "NO"
+            every = self.options.get("wrong_every")
+            if every and len(self.prompts) % every == 0:
+                answer = {"YES": "NO", "NO": "YES"}[answer]
+            out.append(Completion(f"Peak {max_simultaneous(meetings)}. Answer: {answer}",
+                                  prompt_tokens=len(prompt.split()), completion_tokens=5, latency_s=0.0,
+                                  ttft_s=0.0))
+        return out
+
+    def tokenize(self, text):
+        return text.split()
+
+    def info(self):
+        return {"backend": self.name, "threads": 1, "model": self.model.path}
+
+    def close(self):
+        self.closed = True
+
+
+class StandIns:
+    @staticmethod
+    @hookimpl
+    def register_backends(register):
+        for name in ("transformers", "llamacpp", "openai"):
+            register(name, lambda model, options, _n=name: StandInBackend(_n, model, options),
+                     description="stand-in for tests")
+
+
+@pytest.fixture
+def registry():
+    LOADED.clear()
+    return Registry(make_plugin_manager(load_entry_points=False, plugins=[meeting_rooms, StandIns]))
+
+
+@pytest.fixture
+def task(registry):
+    return registry.get("task", "meeting-rooms").factory()
+
+
+def test_parse_target():
+    t = parse_target("transformers=runs/x/merged")
+    assert t == ("transformers", "transformers", ModelSpec("runs/x/merged"), {})
+    t = parse_target("llamacpp=model-q8_0.gguf,n_threads=2,prefix_cache=false,adapter=lora.gguf")
+    assert t.model == ModelSpec("model-q8_0.gguf", adapter="lora.gguf")
+    assert t.options == {"n_threads": 2, "prefix_cache": False}
+    t = parse_target("local:openai=my-model,base_url=http://127.0.0.1:8000/v1,temperature=0.5")
+    assert (t.label, t.backend, t.model.path) == ("local", "openai", "my-model")
+    assert t.options == {"base_url": "http://127.0.0.1:8000/v1", "temperature": 0.5}
+    for bad in ("llamacpp", "=x.gguf", "llamacpp=", "llamacpp=x.gguf,n_threads"):
+        with pytest.raises(ConfigError, match="invalid target"):
+            parse_target(bad)
+
+
+def test_labels_are_made_unique():
+    texts = ("llamacpp=a/model-f32.gguf", "llamacpp=a/model-q8_0.gguf", "transformers=a")
+    targets = unique_labels([parse_target(t) for t in texts])
+    assert [t.label for t in targets] == ["llamacpp:model-f32.gguf", "llamacpp:model-q8_0.gguf",
+                                          "transformers"]
+    with pytest.raises(ConfigError, match="two targets are labelled 'x'"):
+        unique_labels([parse_target("x:llamacpp=a"), parse_target("x:transformers=b")])
+
+
+def test_percentile_interpolates():
+    assert percentile([1.0], 95) == 1.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile(list(range(101)), 95) == pytest.approx(95.0)
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+
+
+def test_run_bench_measures_each_target(registry, task):
+    problems = task.problems("balanced", "test", n=30)
+    targets = [parse_target("transformers=hf-dir"), parse_target("llamacpp=model.gguf,wrong_every=7")]
+    bench = run_bench(registry, task, problems, targets, warmup=3, repeats=2, preset="balanced", split="test")
+    assert (bench["task"], bench["preset"], bench["split"]) == ("meeting-rooms", "balanced", "test")
+    assert bench["n"] == 30 and bench["warmup"] == 3 and bench["repeats"] == 2
+    hf, gguf = bench["backends"]["transformers"], bench["backends"]["llamacpp"]
+    assert hf["accuracy"] == 1.0 and hf["unparsed"] == 0 and len(hf["results"]) == 30
+    assert gguf["correct"] == 26  # wrong on calls 7, 14, 21, 28 (the first pass is calls 4-33)
+    assert set(hf) >= {"balanced_accuracy", "majority_baseline", "ci95", "by_difficulty", "latency", "ttft",
+                       "throughput", "memory", "info", "load_s"}
+    assert set(hf["latency"]) >= {"mean_s", "p50_s", "p95_s"} and set(hf["ttft"]) == {"mean_s", "p50_s"}
+    assert set(hf["throughput"]) >= {"prefill_tokens_per_s", "decode_tokens_per_s", "problems_per_s"}
+    assert hf["memory"]["peak_rss_mib"] > 0 and hf["memory"]["gpu_max_allocated_mib"] is None
+    record = hf["results"][0]
+    assert set(record) >= {"problem_id", "difficulty", "problem", "expected", "answer", "correct", "response",
+                           "prompt_sha256", "prompt_tokens", "completion_tokens", "latency_s"}
+    loaded = {b.name: b for b in LOADED}
+    assert all(b.closed for b in LOADED)
+    assert len(loaded["transformers"].prompts) == 3 + 2 * 30  # warm-up, then every problem twice
+    assert loaded["transformers"].prompts[3] == task.student_prompt(problems[0], None)
+    assert hf["inconsistent_repeats"] == 0 and gguf["inconsistent_repeats"] > 0
+    assert set(bench["ratios"]) == {"transformers/llamacpp"}
+    assert set(bench["ratios"]["transformers/llamacpp"]) == {"latency_mean", "latency_p50", "problems_per_s"}
+    machine = bench["machine"]
+    assert machine["cpu"] and machine["cores"] and "torch" in machine["packages"]
+    assert machine["threads_used"] == {"transformers": 1, "llamacpp": 1}
+
+
+def test_run_bench_rejects_an_unknown_backend_before_loading(registry, task):
+    problems = task.problems("balanced", "test", n=3)
+    with pytest.raises(LrlError, match="unknown backend 'vllm'"):
+        run_bench(registry, task, problems, [parse_target("transformers=x"), parse_target("vllm=y")])
+    assert LOADED == []
+
+
+def invoke(registry, args):
+    return CliRunner().invoke(bench_command, args, obj=SimpleNamespace(registry=registry))
+
+
+def test_bench_command_writes_and_updates_results(registry, tmp_path):
+    out = tmp_path / "bench.json"
+    result = invoke(registry, ["--n", "9", "--target", "transformers=hf", "--target", "llamacpp=m.gguf",
+                               "--warmup", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    data = load_results(out)
+    assert data["task"] == "meeting-rooms" and data["split"] == "test"
+    assert list(data["benchmarks"]["backends"]) == ["transformers", "llamacpp"]
+    assert "Benchmark: speed by backend" in result.output and "transformers/llamacpp" in result.output
+
+    existing = tmp_path / "run.json"
+    write_json(existing, {**new_results(task="meeting-rooms", preset="balanced", split="test"), "note": "x"})
+    result = invoke(registry, ["--n", "3", "--target", "llamacpp=m.gguf", "--out", str(existing), "-q"])
+    assert result.exit_code == 0, result.output
+    updated = load_results(existing)
+    assert updated["note"] == "x" and list(updated["benchmarks"]["backends"]) == ["llamacpp"]
+
+    other = invoke(registry, ["--preset", "seed", "--n", "3", "--target", "llamacpp=m.gguf", "--out",
+                              str(existing), "-q"])
+    assert isinstance(other.exception, LrlError) and "preset 'balanced', not 'seed'" in str(other.exception)
+
+
+STRATEGY = "Sort the start and end times; ends before starts; track the peak."
+
+
+def make_run(tmp_path, task, strategy_in_prompt=True, tamper=False):
+    """A run folder as the pipeline leaves it: results.json with the lora stage and the export."""
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    problems = task.problems("balanced", "test", n=12, seed=5)
+    files = {}
+    for quant in ("f32", "q8_0"):
+        path = run / "export" / f"model-{quant}.gguf"
+        path.write_bytes(b"GGUF" + quant.encode())
+        files[path.name] = {"path": f"export/{path.name}", "quant": quant, "kind": "model",
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if tamper:
+        (run / "export" / "model-q8_0.gguf").write_bytes(b"GGUF changed")
+    seen = STRATEGY if strategy_in_prompt else None
+    lora_records = [{"problem_id": p.id, "problem": task.describe(p),
+                     "prompt_sha256": sha256_text(task.student_prompt(p, seen))} for p in problems]
+    results = new_results(
+        task="meeting-rooms", preset="balanced", split="test", config={"test_n": 12},
+        provenance={"seeds": {"test": 5}, "strategy": STRATEGY, "strategy_sha256": sha256_text(STRATEGY)})
+    results["stages"]["lora"] = {"results": lora_records, "who": {
+        "student": "tiny", "path": "base-model", "adapter": str(run / "adapter"),
+        "strategy_in_prompt": strategy_in_prompt, "settings": {"max_new_tokens": 48, "stop": []}}}
+    (run / "adapter").mkdir()
+    results["export"] = {"files": files}
+    write_json(run / "results.json", results)
+    return run, problems
+
+
+def test_bench_a_runs_student_on_every_exported_engine(registry, task, tmp_path):
+    run, problems = make_run(tmp_path, task)
+    out = tmp_path / "bench.json"
+    result = invoke(registry, ["--run", str(run), "--warmup", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bench = load_results(out)["benchmarks"]
+    assert list(bench["backends"]) == ["transformers", "llamacpp:f32", "llamacpp:q8_0"]
+    assert bench["n"] == 12 and bench["settings"]["max_new_tokens"] == 48
+    assert bench["strategy_in_prompt"] and bench["strategy_sha256"] == sha256_text(STRATEGY)
+    specs = {b.name + ":" + b.model.path.rsplit("/", 1)[-1]: b.model for b in LOADED}
+    assert specs["transformers:base-model"].adapter == str(run / "adapter")
+    assert specs["llamacpp:model-q8_0.gguf"].path == str(run / "export" / "model-q8_0.gguf")
+    assert LOADED[0].prompts[0] == task.student_prompt(problems[0], STRATEGY)
+    assert "prompts identical to the run's on 12 of 12 problems" in result.output
+
+
+def test_bench_run_without_strategy_in_prompt(registry, task, tmp_path):
+    run, problems = make_run(tmp_path, task, strategy_in_prompt=False)
+    result = invoke(registry, ["--run", str(run), "--warmup", "0", "--out", str(tmp_path / "b.json"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert LOADED[0].prompts[0] == task.student_prompt(problems[0], None)
+
+
+def test_bench_run_refuses_changed_files(registry, task, tmp_path):
+    run, _ = make_run(tmp_path, task, tamper=True)
+    result = invoke(registry, ["--run", str(run), "--out", str(tmp_path / "b.json"), "-q"])
+    assert isinstance(result.exception, LrlError) and "sha256 differs" in str(result.exception)
+
+
+def test_bench_run_without_export_is_an_error(registry, tmp_path):
+    run = tmp_path / "run"
+    write_json(run / "results.json", new_results(task="meeting-rooms", preset="balanced", split="test"))
+    result = invoke(registry, ["--run", str(run), "--out", str(tmp_path / "b.json"), "-q"])
+    assert isinstance(result.exception, LrlError) and "no exported model" in str(result.exception)
