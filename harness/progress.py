@@ -11,7 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class UI:
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or Console(stderr=True)
+        if console is None:
+            console = Console(stderr=True)
+            if not console.is_terminal:  # logs and CI: print tables in full rather than at 80 columns
+                console = Console(stderr=True, width=160)
+        self.console = console
 
     def say(self, message: str) -> None:
         if not self.quiet:
