@@ -1,0 +1,351 @@
+"""Export a student to GGUF: optional LoRA merge, HF -> GGUF f32/f16 with llama.cpp's converter, then
+in-process quantisation with llama-cpp-python; or a GGUF LoRA adapter to load beside the base model.
+
+Every file is written under a temporary name and renamed, and recorded with its sha256 and size in
+``export.json`` beside the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+
+from .errors import LrlError
+
+QUANT_FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
+"""Export names -> llama.cpp ``llama_ftype`` (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_K_M)."""
+CONVERTED = ("f32", "f16")
+"""Written by the converter; the others are quantised from the first of these."""
+DEFAULT_QUANTS = ("f32", "q8_0", "q4_k_m")
+ADAPTER_MODES = ("merge", "gguf")
+MANIFEST = "export.json"
+
+
+class GGUFError(LrlError):
+    """A file that should be a loadable GGUF is not."""
+
+
+def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT_QUANTS,
+                 adapter: Path | None = None, progress: Callable[[str], None] | None = None, *,
+                 adapter_mode: str = "merge", name: str = "model", converter=None,
+                 threads: int = 0) -> dict:
+    """Write ``<name>-<quant>.gguf`` for each of ``quants`` into ``out_dir``; return the record for the
+    results file (converter version, files with path relative to ``out_dir``, sha256, bytes, quant).
+
+    With ``adapter`` and ``adapter_mode="merge"`` the LoRA adapter is merged into the weights first;
+    with ``adapter_mode="gguf"`` the base model is exported as is and the adapter is written as
+    ``<name>-lora-f32.gguf`` for ``Llama(lora_path=...)``.
+    """
+    from .converter import get_converter
+
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    quants = _check_quants(quants)
+    if adapter_mode not in ADAPTER_MODES:
+        raise LrlError(f"unknown adapter mode {adapter_mode!r}; available: {', '.join(ADAPTER_MODES)}")
+    if not (model_dir / "config.json").is_file():
+        raise LrlError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+    _check_architectures(model_dir)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise LrlError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")
+    if adapter is not None and adapter_mode == "gguf":
+        _check_gguf_adapter(Path(adapter))
+    converter = converter or get_converter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work:
+        work = Path(work)
+        source = model_dir
+        if adapter is not None and adapter_mode == "merge":
+            from .training import merge_adapter
+
+            say(f"merging adapter {Path(adapter).name} into {model_dir.name}")
+            source = Path(merge_adapter(model_dir, Path(adapter), work / "merged"))
+        base = next((q for q in quants if q in CONVERTED), "f32")
+        base_file = out_dir / f"{name}-{base}.gguf" if base in quants else work / f"{name}-{base}.gguf"
+        say(f"converting {source.name} to GGUF {base} (llama.cpp converter {converter.version})")
+        converter.hf_to_gguf(source, base_file, base)
+        for quant in quants:
+            target = out_dir / f"{name}-{quant}.gguf"
+            if quant in CONVERTED and quant != base:
+                say(f"converting to GGUF {quant}")
+                converter.hf_to_gguf(source, target, quant)
+            elif quant not in CONVERTED:
+                say(f"quantising to {quant}")
+                quantize_gguf(base_file, target, quant, threads=threads)
+            files[target.name] = _file_record(target, out_dir, quant, "model")
+        if adapter is not None and adapter_mode == "gguf":
+            target = out_dir / f"{name}-lora-f32.gguf"
+            say(f"converting adapter {Path(adapter).name} to a GGUF LoRA adapter")
+            converter.lora_to_gguf(Path(adapter), model_dir, target, "f32")
+            files[target.name] = _file_record(target, out_dir, "f32", "lora")
+    for entry in files.values():
+        validate_gguf(out_dir / entry["path"], load=entry["kind"] == "model")
+    record = {
+        "converter_version": converter.version,
+        "source": {"model": str(model_dir), "adapter": str(adapter) if adapter else None,
+                   "adapter_mode": adapter_mode if adapter else None},
+        "files": files,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    from .results import write_json
+
+    write_json(out_dir / MANIFEST, record)
+    return record
+
+
+def _check_architectures(model_dir: Path) -> None:
+    """llama.cpp's converter picks its model class from ``architectures`` in config.json."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LrlError(f"{model_dir}/config.json: unreadable ({exc})") from None
+    if not config.get("architectures") and not (config.get("text_config") or {}).get("architectures"):
+        raise LrlError(f"{model_dir}/config.json names no 'architectures' (e.g. LlamaForCausalLM); "
+                       "llama.cpp's converter needs it")
+
+
+def _check_gguf_adapter(adapter: Path) -> None:
+    """A GGUF LoRA adapter holds low-rank pairs only; fully trained modules need merging."""
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    saved = config.get("modules_to_save") or []
+    if saved:
+        raise LrlError(f"{adapter}: the adapter also trains whole modules ({', '.join(saved)}), which a GGUF "
+                       "LoRA adapter cannot carry; export with --adapter-mode merge")
+
+
+def _check_quants(quants: Sequence[str]) -> tuple[str, ...]:
+    quants = tuple(dict.fromkeys(q.lower() for q in quants))
+    if not quants:
+        raise LrlError("nothing to export: give at least one quantisation")
+    unknown = [q for q in quants if q not in QUANT_FTYPES]
+    if unknown:
+        raise LrlError(f"unknown quantisation {unknown[0]!r}; available: {', '.join(QUANT_FTYPES)}")
+    return quants
+
+
+def quantize_gguf(source: Path, target: Path, quant: str, threads: int = 0) -> Path:
+    """Quantise an f32/f16 GGUF in-process with llama.cpp (written under a temporary name first)."""
+    try:
+        import llama_cpp
+        from llama_cpp._utils import suppress_stdout_stderr
+    except ImportError:
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "quantising needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[quant]
+    params.nthread = threads
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with suppress_stdout_stderr(disable=False):
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+        if status != 0 or not tmp.is_file():
+            raise GGUFError(f"quantising {source.name} to {quant} failed (llama.cpp status {status})")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path, out_dir: Path, quant: str, kind: str) -> dict:
+    return {"path": path.relative_to(out_dir).as_posix(), "sha256": sha256_file(path),
+            "bytes": path.stat().st_size, "quant": quant, "kind": kind}
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+_GGUF_MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+            10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+           10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+           24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 30: (1, 2)}
+"""ggml type -> (elements per block, bytes per block), for the types an export can contain."""
+_LIMIT = 1 << 31
+
+
+class _Reader:
+    def __init__(self, fh):
+        self.fh = fh
+
+    def take(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise EOFError
+        return data
+
+    def scalar(self, fmt: str):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.scalar("<Q")
+        if n > _LIMIT:
+            raise ValueError("string length out of range")
+        return self.take(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int):
+        if vtype in _SCALARS:
+            return self.scalar(_SCALARS[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            item_type, n = self.scalar("<I"), self.scalar("<Q")
+            if n > _LIMIT:
+                raise ValueError("array length out of range")
+            return [self.value(item_type) for _ in range(n)]
+        raise ValueError(f"unknown value type {vtype}")
+
+
+def read_gguf_header(path: Path) -> dict:
+    """Version, metadata and tensor table of a GGUF file, with the size its tensor data needs.
+
+    Raises GGUFError for a missing file, a file that is not GGUF, or a header cut short.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"{path}: no such GGUF file")
+    with open(path, "rb") as fh:
+        reader = _Reader(fh)
+        try:
+            magic = fh.read(4)
+            if magic != _GGUF_MAGIC:
+                raise GGUFError(f"{path}: not a GGUF file (starts with {magic!r}, expected {_GGUF_MAGIC!r})")
+            version = reader.scalar("<I")
+            if version not in (2, 3):
+                raise GGUFError(f"{path}: unsupported GGUF version {version}")
+            n_tensors, n_kv = reader.scalar("<Q"), reader.scalar("<Q")
+            if n_tensors > _LIMIT or n_kv > _LIMIT:
+                raise ValueError("counts out of range")
+            metadata = {}
+            for _ in range(n_kv):
+                key = reader.string()
+                metadata[key] = reader.value(reader.scalar("<I"))
+            tensors = []
+            for _ in range(n_tensors):
+                tname = reader.string()
+                dims = [reader.scalar("<Q") for _ in range(reader.scalar("<I"))]
+                tensors.append({"name": tname, "dims": dims, "type": reader.scalar("<I"),
+                                "offset": reader.scalar("<Q")})
+            header_end = fh.tell()
+        except EOFError:
+            raise GGUFError(f"{path}: truncated GGUF (the file ends inside its header)") from None
+        except (ValueError, UnicodeDecodeError, struct.error) as exc:
+            raise GGUFError(f"{path}: corrupt GGUF header ({exc})") from None
+    alignment = int(metadata.get("general.alignment", 32)) or 32
+    data_start = -(-header_end // alignment) * alignment
+    needed = data_start
+    for t in tensors:
+        if t["type"] not in _BLOCKS:
+            needed = None
+            break
+        per_block, block_bytes = _BLOCKS[t["type"]]
+        elements = 1
+        for d in t["dims"]:
+            elements *= d
+        needed = max(needed, data_start + t["offset"] + elements // per_block * block_bytes)
+    return {"version": version, "metadata": metadata, "tensors": tensors, "data_start": data_start,
+            "bytes_needed": needed, "bytes": path.stat().st_size}
+
+
+def validate_gguf(path: Path, load: bool = True) -> dict:
+    """Check that ``path`` is a complete GGUF (magic, header, tensor data present) and, with ``load``,
+    that llama.cpp loads it. Returns the header; raises GGUFError with one line otherwise."""
+    header = read_gguf_header(path)
+    if header["bytes_needed"] is not None and header["bytes"] < header["bytes_needed"]:
+        raise GGUFError(f"{path}: truncated GGUF ({header['bytes']} bytes; its tensors need "
+                        f"{header['bytes_needed']})")
+    if load:
+        _load_with_llama_cpp(Path(path))
+    return header
+
+
+def _load_with_llama_cpp(path: Path) -> None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        from .errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "checking a GGUF needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
+    try:
+        llm = Llama(model_path=str(path), n_ctx=16, n_threads=1, n_batch=16, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise GGUFError(f"{path}: llama.cpp cannot load this GGUF ({exc})") from None
+    llm.close()
+
+
+# --- command --------------------------------------------------------------------------------------
+
+
+def _resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
+    """(model dir, adapter or None, default output dir) for a run directory or a model directory."""
+    if (target / "results.json").is_file():
+        from .results import load_results
+
+        results = load_results(target / "results.json")
+        model = None
+        for stage in ("lora", "student_baseline"):
+            model = ((results["stages"].get(stage) or {}).get("who") or {}).get("path")
+            if model:
+                break
+        if not model:
+            raise LrlError(f"{target}: this run has no student stage, so there is no model to export")
+        adapter = target / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            adapter = None
+        return Path(model), adapter, target / "export"
+    if (target / "config.json").is_file():
+        return target, None, target.with_name(f"{target.name}-gguf")
+    raise LrlError(f"{target}: neither an lrl-harness run directory (results.json) "
+                   "nor a Hugging Face model directory (config.json)")
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter directory (default for a run directory: its adapter/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN_DIR/export, or MODEL_DIR-gguf beside the model).")
+@click.option("--quant", "quants", multiple=True, type=click.Choice(list(QUANT_FTYPES)),
+              help=f"Quantisation to write; repeat for several (default: {', '.join(DEFAULT_QUANTS)}).")
+@click.option("--adapter-mode", type=click.Choice(ADAPTER_MODES), default="merge", show_default=True,
+              help="merge: fold the adapter into the weights; gguf: base model plus a GGUF LoRA adapter.")
+def export_command(source: Path, adapter: Path | None, out_dir: Path | None, quants: tuple[str, ...],
+                   adapter_mode: str) -> None:
+    """Export a run's trained student (or a Hugging Face model directory) to GGUF files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    model_dir, run_adapter, default_out = _resolve_source(source)
+    out_dir = out_dir or default_out
+    console = Console(stderr=True)
+    record = export_model(model_dir, out_dir, quants or DEFAULT_QUANTS, adapter or run_adapter,
+                          progress=lambda m: console.print(f"{m} ...", highlight=False),
+                          adapter_mode=adapter_mode)
+    table = Table(title=f"GGUF files in {out_dir} (llama.cpp converter {record['converter_version']})")
+    for column in ("file", "kind", "quant", "MiB", "sha256"):
+        table.add_column(column, justify="right" if column == "MiB" else "left")
+    for fname, entry in record["files"].items():
+        size = f"{entry['bytes'] / 2**20:.2f}"
+        table.add_row(fname, entry["kind"], entry["quant"], size, entry["sha256"][:16])
+    Console().print(table)

@@ -1,0 +1,205 @@
+"""Do two engines give the same student? Same prompt token ids first, then per-problem answers and
+texts, each engine's honest accuracy, and an exact McNemar test on the paired outcomes.
+
+A prompt tokenised differently by two backends makes every later figure meaningless, so that check
+fails fast and names the first differing position and both tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+
+from .errors import LrlError
+from .types import GenerationSettings, Problem, sha256_text
+
+
+class TokenMismatchError(LrlError):
+    """Two backends feed different token ids for the same prompt."""
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """The first index where ``a`` and ``b`` differ (a length difference counts), or None."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def check_prompt_tokens(backends: dict, prompts: Sequence[str], problems: Sequence[Problem],
+                        reference: str) -> dict:
+    """Raise TokenMismatchError at the first prompt a backend tokenises differently from ``reference``.
+
+    Returns, per backend, whether it was checked (a backend without ``tokenize`` cannot be)."""
+    ref = backends[reference]
+    checked = {name: hasattr(b, "tokenize") for name, b in backends.items()}
+    others = [n for n in backends if n != reference and checked[n]]
+    if not others:
+        return checked
+    for problem, prompt in zip(problems, prompts, strict=True):
+        want = list(ref.tokenize(prompt))
+        for name in others:
+            got = list(backends[name].tokenize(prompt))
+            pos = first_difference(want, got)
+            if pos is not None:
+                a = want[pos] if pos < len(want) else "end of prompt"
+                b = got[pos] if pos < len(got) else "end of prompt"
+                raise TokenMismatchError(
+                    f"prompt token ids differ for problem {problem.id}: {reference} and {name} first differ "
+                    f"at position {pos} ({reference}: {a}, {name}: {b}; lengths {len(want)} and {len(got)})")
+    return checked
+
+
+def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Problem], task,
+                 settings: GenerationSettings | None = None, *, reference: str | None = None,
+                 progress: Callable[[str, int], None] | None = None, examples: int = 3) -> dict:
+    """Compare every backend with ``reference`` (default: the first) on the same rendered prompts."""
+    from .metrics import paired_comparison, score_block
+
+    if not backends:
+        raise LrlError("parity needs at least one backend")
+    if len(prompts) != len(problems) or not prompts:
+        raise LrlError(f"parity needs one prompt per problem and at least one ({len(prompts)} prompts, "
+                       f"{len(problems)} problems)")
+    settings = settings or GenerationSettings()
+    reference = reference or next(iter(backends))
+    if reference not in backends:
+        raise LrlError(f"unknown reference backend {reference!r}; given: {', '.join(backends)}")
+    checked = check_prompt_tokens(backends, prompts, problems, reference)
+    runs, report = {}, {}
+    for name, backend in backends.items():
+        started = time.perf_counter()
+        done = (lambda n, _name=name: progress(_name, n)) if progress else None
+        completions = backend.generate(list(prompts), settings, progress=done)
+        elapsed = time.perf_counter() - started
+        records = []
+        for problem, completion in zip(problems, completions, strict=True):
+            answer = task.extract_answer(completion.text)
+            records.append({"problem_id": problem.id, "difficulty": problem.difficulty,
+                            "expected": problem.expected, "answer": answer,
+                            "correct": answer == problem.expected, "response": completion.text})
+        runs[name] = records
+        block = score_block(records)
+        block.pop("recall", None)
+        report[name] = {
+            **block,
+            "elapsed_s": round(elapsed, 3),
+            "prompt_tokens": sum(c.prompt_tokens for c in completions),
+            "completion_tokens": sum(c.completion_tokens for c in completions),
+            "mean_latency_s": round(sum(c.latency_s for c in completions) / len(completions), 6),
+            "prompt_tokens_checked": checked[name],
+            "info": backend.info(),
+        }
+    comparisons = {}
+    for name in backends:
+        if name == reference:
+            continue
+        ref_runs, other = runs[reference], runs[name]
+        paired = paired_comparison(ref_runs, other)
+        same_text = [a["response"] == b["response"] for a, b in zip(ref_runs, other, strict=True)]
+        differing = [
+            {"problem_id": a["problem_id"], reference: a["response"], name: b["response"]}
+            for a, b, same in zip(ref_runs, other, same_text, strict=True) if not same][:examples]
+        comparisons[name] = {
+            "paired": paired["paired"],
+            "answer_agreement": paired["answer_agreement"],
+            "answers_agreeing": paired["agreements"],
+            "text_agreement": sum(same_text) / len(same_text),
+            "texts_identical": sum(same_text),
+            f"only_{reference}_correct": paired["only_a_correct"],
+            f"only_{name}_correct": paired["only_b_correct"],
+            "mcnemar_p": paired["mcnemar_p"],
+            "examples": differing,
+        }
+    return {
+        "reference": reference,
+        "problems": len(problems),
+        "prompts_sha256": sha256_text("\n\x00".join(prompts)),
+        "settings": settings.to_dict(),
+        "backends": report,
+        "comparisons": comparisons,
+    }
+
+
+# --- command --------------------------------------------------------------------------------------
+
+
+def _sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None):
+    """(HF model dir, adapter, GGUF files) for a run directory or a model directory."""
+    from .export import MANIFEST, _resolve_source
+    from .results import read_json
+
+    model_dir, run_adapter, export_dir = _resolve_source(source)
+    adapter = adapter or run_adapter
+    if not ggufs:
+        manifest = export_dir / MANIFEST
+        if not manifest.is_file():
+            raise LrlError(f"no GGUF files given and {manifest} does not exist; run `lrl export` first "
+                           "or pass --gguf FILE")
+        files = read_json(manifest).get("files", {})
+        ggufs = tuple(export_dir / f["path"] for f in files.values() if f.get("kind") == "model")
+    return model_dir, adapter, ggufs
+
+
+@click.command("parity")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gguf", "ggufs", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GGUF file to compare with transformers; repeat for several (default: the export's).")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter for the transformers side (default for a run directory: its adapter/).")
+@click.option("--task", "task_name", default="meeting-rooms", show_default=True)
+@click.option("--preset", default="balanced", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("-n", "n", type=int, default=200, show_default=True, help="Number of problems.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the parity report (JSON) here.")
+@click.pass_obj
+def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | None, task_name: str,
+                   preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
+                   out_file: Path | None) -> None:
+    """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
+    texts, accuracy and an exact McNemar test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .types import ModelSpec
+
+    model_dir, adapter, ggufs = _sources(source, ggufs, adapter)
+    task = obj.task(task_name)
+    problems = task.problems(preset, split, n=n)
+    prompts = [task.student_prompt(p, None) for p in problems]
+    registry = obj.registry
+    options = {"n_threads": threads} if threads else {}
+    backends = {}
+    try:
+        backends["transformers"] = registry.get("backend", "transformers").factory(
+            model=ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None), options={})
+        for gguf in ggufs:
+            backends[gguf.stem] = registry.get("backend", "llamacpp").factory(
+                model=ModelSpec(path=str(gguf)), options=dict(options))
+        settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        report = check_parity(backends, prompts, problems, task, settings)
+    finally:
+        for backend in backends.values():
+            backend.close()
+    if out_file:
+        from .results import write_json
+
+        write_json(out_file, report)
+    table = Table(title=f"Parity on {len(problems)} {preset}/{split} problems (reference: transformers)")
+    columns = ("backend", "accuracy", "unparsed", "answers agree", "texts identical", "McNemar p", "time s")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for name, block in report["backends"].items():
+        cmp = report["comparisons"].get(name)
+        table.add_row(name, f"{block['accuracy']:.1%}", str(block["unparsed"]),
+                      f"{cmp['answer_agreement']:.1%}" if cmp else "-",
+                      f"{cmp['text_agreement']:.1%}" if cmp else "-",
+                      f"{cmp['mcnemar_p']:.3g}" if cmp else "-", f"{block['elapsed_s']:.1f}")
+    Console().print(table)

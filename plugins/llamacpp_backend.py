@@ -1,0 +1,223 @@
+"""The ``llamacpp`` backend: llama-cpp-python in-process on CPU, loading a GGUF file.
+
+One ``Llama`` object serves every prompt of a backend's life. llama-cpp-python keeps the KV cache
+of the previous prompt and re-evaluates only what follows the longest shared prefix, so a stage
+whose prompts share a long opening (the strategy) pays for that opening once.
+
+Decoding is greedy for temperature 0 (llama.cpp's greedy sampler; no top-k/top-p/min-p cut). The
+prompt is tokenised as llama.cpp would feed it: special tokens parsed, BOS added only when the
+model's metadata asks for it, and never twice.
+
+Options: ``n_threads`` (half the cores, llama-cpp-python's own default: its threads wait for each
+other, so one busy core stalls them all), ``n_ctx`` (2048, or the model's training context when
+shorter), ``n_batch`` (512), ``seed`` (0), ``lora_scale`` (1.0), ``prefix_cache`` (true; false
+re-evaluates every prompt from scratch, for measuring what the cache saves).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lrl_harness import hookimpl
+from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
+from lrl_harness.types import Completion, GenerationSettings, ModelSpec
+
+_OPTIONS = {"n_threads", "n_ctx", "n_batch", "seed", "lora_scale", "prefix_cache"}
+PENALTY_NOTE = ("llama.cpp applies the repetition penalty to generated tokens only; transformers "
+                "also penalises the prompt's tokens")
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, model: ModelSpec, options: dict | None = None):
+        options = dict(options or {})
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown llamacpp option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendUnavailableError(
+                "the llamacpp backend needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
+        from lrl_harness.export import validate_gguf
+
+        path = Path(model.path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory; the llamacpp backend loads a GGUF file "
+                              "(make one with `lrl export`)")
+        header = validate_gguf(path, load=False)
+        if model.adapter:
+            validate_gguf(Path(model.adapter), load=False)
+        self.model = model
+        self.n_threads = int(options.get("n_threads") or max(1, (os.cpu_count() or 2) // 2))
+        self.gguf = {k: v for k, v in header["metadata"].items() if not isinstance(v, list)}
+        self.n_ctx = int(options.get("n_ctx") or min(2048, _trained_context(header) or 2048))
+        self.n_batch = int(options.get("n_batch", 512))
+        self.seed = int(options.get("seed", 0))
+        self.prefix_cache = bool(options.get("prefix_cache", True))
+        self.lora_scale = float(options.get("lora_scale", 1.0))
+        try:
+            self.llm = Llama(
+                model_path=str(path), n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads, seed=self.seed, n_gpu_layers=0, verbose=False,
+                last_n_tokens_size=self.n_ctx, lora_path=model.adapter, lora_scale=self.lora_scale)
+        except (ValueError, RuntimeError) as exc:
+            raise LrlError(f"{path}: llama.cpp cannot load this model ({exc})") from None
+        self.bos = self.llm.token_bos()
+        self.add_bos = bool(self.llm._model.add_bos_token())
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """The ids llama.cpp feeds for ``text``: special tokens parsed, BOS per the model, once."""
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=True)
+        if self.add_bos and len(ids) > 1 and ids[0] == ids[1] == self.bos:
+            ids = ids[1:]  # the rendered prompt already starts with the BOS text
+        return ids
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+
+    def _is_byte(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_get_attr(self.llm._model.vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_BYTE)
+
+    def _text(self, tokens: list[int]) -> str:
+        """Detokenise the way Hugging Face tokenizers do, so texts compare across engines: a run of
+        byte-fallback tokens that is not valid UTF-8 becomes one U+FFFD per byte; other pieces are
+        joined and decoded with U+FFFD for each invalid sequence."""
+        parts: list[str] = []
+        pieces, byte_run = b"", b""
+        for token in tokens:
+            piece = self.llm.detokenize([token])
+            if self._is_byte(token):
+                if pieces:
+                    parts.append(pieces.decode("utf-8", errors="replace"))
+                    pieces = b""
+                byte_run += piece
+            else:
+                if byte_run:
+                    parts.append(_decode_byte_run(byte_run))
+                    byte_run = b""
+                pieces += piece
+        parts.append(pieces.decode("utf-8", errors="replace") + _decode_byte_run(byte_run))
+        return "".join(parts)
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str], settings: GenerationSettings, progress=None) -> list[Completion]:
+        """Complete the prompts one by one; ``progress(done)`` after each."""
+        completions = []
+        for prompt in prompts:
+            completions.append(self._one(prompt, settings))
+            if progress is not None:
+                progress(len(completions))
+        return completions
+
+    def _sampling(self, settings: GenerationSettings) -> dict:
+        common = {"repeat_penalty": float(settings.repetition_penalty), "frequency_penalty": 0.0,
+                  "presence_penalty": 0.0, "typical_p": 1.0, "min_p": 0.0, "top_p": 1.0}
+        if settings.temperature == 0:
+            return {**common, "temp": 0.0, "top_k": 1}
+        return {**common, "temp": float(settings.temperature), "top_k": 0}
+
+    def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
+        ids = self.tokenize(prompt)
+        if len(ids) + settings.max_new_tokens > self.n_ctx:
+            raise ConfigError(f"a prompt of {len(ids)} tokens plus {settings.max_new_tokens} new tokens does "
+                              f"not fit the llamacpp context of {self.n_ctx}; raise the n_ctx option")
+        if not self.prefix_cache:
+            self.llm.reset()
+        reused = _common_prefix(list(self.llm._input_ids), ids) if self.prefix_cache else 0
+        out: list[int] = []
+        finish, ttft = "length", None
+        started = time.perf_counter()
+        tokens = self.llm.generate(ids, reset=True, **self._sampling(settings))
+        try:
+            for token in tokens:
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                if self._is_end(token):
+                    finish = "stop"
+                    break
+                out.append(token)
+                if settings.stop and _cut_at_stop(self._text(out), settings.stop) is not None:
+                    finish = "stop"
+                    break
+                if len(out) >= settings.max_new_tokens:
+                    break
+        finally:
+            tokens.close()
+        latency = time.perf_counter() - started
+        text = self._text(out)
+        if settings.stop:
+            cut = _cut_at_stop(text, settings.stop)
+            text = text if cut is None else cut
+        return Completion(text=text, prompt_tokens=len(ids), completion_tokens=len(out), latency_s=latency,
+                          ttft_s=ttft, meta={"finish_reason": finish, "prompt_tokens_reused": reused,
+                                             "token_ids": out})
+
+    # --- the rest -------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        from importlib.metadata import version
+
+        meta = self.gguf
+        return {
+            "backend": self.name, "model": self.model.path, "adapter": self.model.adapter,
+            "lora_scale": self.lora_scale if self.model.adapter else None,
+            "device": "cpu", "n_threads": self.n_threads, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
+            "seed": self.seed, "prefix_cache": self.prefix_cache, "add_bos": self.add_bos,
+            "file_type": meta.get("general.file_type"), "architecture": meta.get("general.architecture"),
+            "llama_cpp_python": version("llama-cpp-python"),
+            "sampling": "greedy at temperature 0 (llama.cpp greedy sampler)",
+            "repetition_penalty_note": PENALTY_NOTE,
+        }
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+def _decode_byte_run(run: bytes) -> str:
+    try:
+        return run.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\ufffd" * len(run)
+
+
+def _trained_context(header: dict) -> int | None:
+    arch = header["metadata"].get("general.architecture")
+    value = header["metadata"].get(f"{arch}.context_length")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str | None:
+    """``text`` up to the earliest stop string, or None when none occurs."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return text[:min(hits)] if hits else None
+
+
+def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:
+    return LlamaCppBackend(model, options)
+
+
+@hookimpl
+def register_backends(register):
+    register("llamacpp", factory, description="llama-cpp-python on CPU, loading a GGUF file (greedy)")
