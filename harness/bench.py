@@ -329,7 +329,8 @@ def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Targe
     if merged:
         targets.append(Target("transformers", "transformers", ModelSpec(str(_resolve(run_dir, merged))), {}))
     elif lora_who.get("path") and lora_who.get("adapter"):
-        adapter_dir = str(_resolve(run_dir, lora_who["adapter"]))
+        in_run = run_dir / "adapter"
+        adapter_dir = str(in_run if in_run.is_dir() else _resolve(run_dir, lora_who["adapter"]))
         spec = ModelSpec(lora_who["path"], adapter=adapter_dir)
         targets.append(Target("transformers", "transformers", spec, {}))
     files = export.get("files") or {}
@@ -348,8 +349,10 @@ def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Targe
 
 
 def _resolve(run_dir: Path, path: str) -> Path:
-    """Export paths are relative to the run folder (older exports: to its ``export`` folder)."""
-    candidates = [Path(path)] if Path(path).is_absolute() else [run_dir / path, run_dir / "export" / path]
+    """Export paths are relative to the run folder or its ``export`` folder; other recorded paths may be
+    relative to where the run was started."""
+    candidates = [Path(path)] if Path(path).is_absolute() else [run_dir / path, run_dir / "export" / path,
+                                                                  Path(path)]
     for candidate in candidates:
         if candidate.exists():
             return candidate

@@ -248,14 +248,14 @@ def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict])
     for i, block in enumerate(blocks):
         acc, bal = block["accuracy"], block["balanced_accuracy"]
         lo, hi = block.get("ci95") or (acc, acc)
-        ax.bar(i - width / 2, acc, width, color="#4878a8", yerr=[[acc - lo], [hi - acc]], capsize=4,
+        ax.bar(i - width / 2, acc, width, color="#4878a8", yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], capsize=4,
                ecolor="#222222", label="accuracy (95% Wilson CI)" if i == 0 else None)
         ax.bar(i + width / 2, bal, width, color="#e0a040", label="balanced accuracy" if i == 0 else None)
         ax.hlines(block["majority_baseline"], i - width - 0.06, i + width + 0.06, colors="#c03030",
                   linestyles="dashed", linewidth=2, label="majority baseline" if i == 0 else None)
-        for x, value in ((i - width / 2, acc), (i + width / 2, bal)):  # inside the bar: clear of lines
+        for x, value, top in ((i - width / 2, acc, hi), (i + width / 2, bal, bal)):  # inside: clear of lines
             inside = value > 0.1
-            ax.text(x, 0.02 if inside else value + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=8,
+            ax.text(x, 0.02 if inside else top + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=8,
                     color="white" if inside else "black", fontweight="bold" if inside else "normal")
     ticks = [f"{name}\nn={b['total']}, unparsed {b['unparsed']}"
              for name, b in zip(names, blocks, strict=True)]

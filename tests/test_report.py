@@ -147,3 +147,14 @@ def test_report_command(tmp_path, capsys, results):
 ])
 def test_describe_who(who, expected):
     assert describe_who(who) == expected
+
+
+def test_a_stage_with_nothing_right_still_plots(tmp_path):
+    """All unparsed: accuracy 0 sits on the interval's lower end (matplotlib refuses negative error bars)."""
+    problems = TASK.problems("balanced", "test", n=30)
+    recs = records(problems, unparsed=30)
+    data = new_results(task="meeting-rooms", preset="balanced", split="test")
+    data["stages"]["student_baseline"] = {**score_stage(recs), "who": {"student": "tiny"}, "results": recs}
+    paths = write_report(data, tmp_path)
+    assert paths["accuracy_by_stage"].read_bytes()[:8] == PNG_MAGIC
+    assert "| student_baseline | tiny | 0.000 | 0.000 |" in paths["markdown"].read_text()
