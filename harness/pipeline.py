@@ -198,6 +198,10 @@ class Pipeline:
         if "lora" in results["stages"] and self.config.export and "export" not in results:
             results["export"] = self._export()
             self._save()
+        if "export" in results and "parity" not in results:
+            results["parity"] = self._parity()
+            self._save()
+            self.ui.say(_parity_line(results["parity"]))
         cost = self._cost_block()
         if cost:
             results["cost"] = cost
@@ -511,12 +515,55 @@ class Pipeline:
     # --- export -----------------------------------------------------------------------------
 
     def _export(self) -> dict:
+        """Merge the adapter into the base model (kept in ``merged/``), write the GGUF files into
+        ``export/``; paths in the record are relative to the run folder."""
         from .export import export_model
+        from .training import merge_adapter
 
-        with _status(self.ui, "exporting the trained student (merge + GGUF)"):
-            info = export_model(Path(self.student.path), self.out / "export", quants=tuple(self.config.export),
-                                adapter=self.out / "adapter")
+        merged = self.out / "merged"
+        with _status(self.ui, "merging the adapter into the student"):
+            if not (merged / "config.json").exists():
+                merge_adapter(self.student.path, self.out / "adapter", merged)
+        with _status(self.ui, f"writing GGUF {', '.join(self.config.export)}"):
+            info = export_model(merged, self.out / "export", quants=tuple(self.config.export),
+                                progress=lambda message: self.ui.say(f"  {message}"))
+        for entry in info["files"].values():
+            entry["path"] = f"export/{entry['path']}"
+        info["source"] = {"model": self.student.path, "adapter": "adapter", "adapter_mode": "merge"}
+        info["merged_dir"] = "merged"
+        info["merged_sha256"] = file_tree_sha256(merged)
         return info
+
+    def _parity(self) -> dict:
+        """The trained student on transformers against each exported GGUF on llama.cpp, on the test
+        split with the lora stage's prompts: token ids, answers, texts, and McNemar."""
+        from .parity import check_parity
+
+        strategy, _ = self._learned_strategy()
+        problems = self._problems("test")
+        prompt_strategy = strategy if self.student.strategy_in_prompt else None
+        prompts = self._render([self.task.student_prompt(p, prompt_strategy) for p in problems])
+        settings = GenerationSettings(max_new_tokens=self.config.max_new_tokens or self.student.max_new_tokens)
+        merged = str(self.out / self.results["export"]["merged_dir"])
+        backends = {}
+        try:
+            backends["transformers"] = self.registry.get("backend", "transformers").factory(
+                model=ModelSpec(path=merged), options={})
+            for entry in self.results["export"]["files"].values():
+                if entry.get("kind", "model") == "model":
+                    backends[f"llamacpp:{entry['quant']}"] = self.registry.get("backend", "llamacpp").factory(
+                        model=ModelSpec(path=str(self.out / entry["path"]), tokenizer=merged), options={})
+            seen: dict[str, int] = {}
+            with self.ui.task("parity (transformers vs GGUF)", len(backends) * len(problems)) as advance:
+                def on_progress(name: str, done: int) -> None:  # ``done`` counts prompts so far
+                    advance(done - seen.get(name, 0), note=name)
+                    seen[name] = done
+
+                report = check_parity(backends, prompts, problems, self.task, settings, progress=on_progress)
+        finally:
+            for backend in backends.values():
+                backend.close()
+        return report
 
 
 def _usage_of(completion: Completion) -> dict:
@@ -546,6 +593,12 @@ class _status:
     def __exit__(self, *exc):
         if exc[0] is None:
             self.ui.say(f"{self.message}: done in {time.perf_counter() - self.start:.1f} s")
+
+
+def _parity_line(report: dict) -> str:
+    parts = [f"{name} answers agree {c['answer_agreement']:.1%}, texts identical {c['text_agreement']:.1%}"
+             for name, c in report["comparisons"].items()]
+    return f"[bold]parity[/bold] vs {report['reference']}: " + "; ".join(parts)
 
 
 def _stage_line(block: dict) -> str:
