@@ -319,10 +319,9 @@ def _current_rss_mib() -> float | None:
 
 def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Target]:
     """The run's trained student on every engine it was exported for: the merged Hugging Face model
-    (or base model plus adapter) on transformers, each exported GGUF model on llamacpp."""
-    export = results.get("export")
-    if not isinstance(export, dict) or not export.get("files") and not export.get("merged_dir"):
-        raise LrlError(f"{run_dir}: the run has no exported model (no 'export' section in results.json)")
+    (or base model plus adapter) on transformers, each exported GGUF model on llamacpp. A run exported
+    without GGUF files is benchmarked on transformers only."""
+    export = results.get("export") if isinstance(results.get("export"), dict) else {}
     targets = []
     merged = export.get("merged_dir")
     lora_who = ((results.get("stages") or {}).get("lora") or {}).get("who") or {}
@@ -344,7 +343,7 @@ def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Targe
         targets.append(Target(f"llamacpp:{entry.get('quant') or name}", "llamacpp",
                               ModelSpec(str(path), adapter=adapter, tokenizer=tokenizer), {}))
     if not targets:
-        raise LrlError(f"{run_dir}: the run's export holds no model to benchmark")
+        raise LrlError(f"{run_dir}: the run has no trained student to benchmark (no lora stage, no export)")
     return targets
 
 

@@ -431,4 +431,5 @@ def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, 
         click.echo(line)
     if not report.passed:
         raise SystemExit(1)
-    click.echo(f"OK: {len(report.items)} checks hold")
+    count = len(report.items)
+    click.echo(f"OK: {count} check{'s hold' if count != 1 else ' holds'}")

@@ -127,7 +127,8 @@ def _backends(results: dict) -> dict:
 def _model_name(entry: dict) -> str:
     model = entry.get("model") or {}
     path = model.get("name") or model.get("path") or ""
-    return (Path(path).name or path) if path else "-"
+    name = (Path(path).name or path) if path else "-"
+    return f"{name} + adapter {Path(model['adapter']).name}" if model.get("adapter") else name
 
 
 def benchmark_accuracy_data(results: dict) -> TableData:

@@ -232,4 +232,25 @@ def test_bench_run_without_export_is_an_error(registry, tmp_path):
     run = tmp_path / "run"
     write_json(run / "results.json", new_results(task="meeting-rooms", preset="balanced", split="test"))
     result = invoke(registry, ["--run", str(run), "--out", str(tmp_path / "b.json"), "-q"])
-    assert isinstance(result.exception, LrlError) and "no exported model" in str(result.exception)
+    assert isinstance(result.exception, LrlError) and "no trained student" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_bench_the_offline_runs_student_on_real_engines(offline_run, tmp_path, capsys):
+    """The real trained student of the shared offline run, on the real transformers backend (plus
+    llama.cpp for every GGUF file the run exported): same prompts, same answers as the run's lora stage."""
+    from lrl_harness.check import check
+    from lrl_harness.cli import main
+
+    run_dir, results = offline_run
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--run", str(run_dir), "--warmup", "1", "--out", str(out)]) == 0
+    assert "prompts identical to the run's on" in capsys.readouterr().err
+    bench = load_results(out)["benchmarks"]
+    gguf = [e for e in (results.get("export") or {}).get("files", {}).values() if e.get("kind") == "model"]
+    assert list(bench["backends"]) == ["transformers"] + [f"llamacpp:{e['quant']}" for e in gguf]
+    lora = results["stages"]["lora"]
+    hf = bench["backends"]["transformers"]
+    assert [r["answer"] for r in hf["results"]] == [r["answer"] for r in lora["results"]]
+    assert hf["latency"]["mean_s"] > 0 and hf["throughput"]["problems_per_s"] > 0
+    assert check(load_results(out), load_results(out)).passed
