@@ -214,7 +214,7 @@ def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float =
     Raises LrlError when the two are not comparable (different task, preset or split) or share nothing.
     """
     _check_arguments(tolerance, alpha, latency_ratio)
-    notes = _identity_notes(results, baseline)
+    notes = _check_comparable(results, baseline)
     new_items = _comparable_blocks(results)
     base_items = _comparable_blocks(baseline)
     common = [key for key in base_items if key in new_items]
@@ -246,7 +246,8 @@ def _check_arguments(tolerance: float, alpha: float, latency_ratio: float | None
         raise LrlError(f"--latency-ratio must be positive, got {latency_ratio}")
 
 
-def _identity_notes(results: dict, baseline: dict) -> list[str]:
+def _check_comparable(results: dict, baseline: dict) -> list[str]:
+    """LrlError for a different task, preset or split; notes on lesser differences (prompt version)."""
     pairs = [("", results, baseline)]
     if isinstance(results.get("benchmarks"), dict) and isinstance(baseline.get("benchmarks"), dict):
         pairs.append(("benchmark ", results["benchmarks"], baseline["benchmarks"]))
@@ -283,8 +284,6 @@ def _pairs(base: dict, new: dict) -> list[tuple[dict, dict]]:
     """Records of the same problem in both: same id and, where both record it, the same problem text.
 
     The text matters: two splits drawn with different sizes reuse ids like ``easy_0`` for other problems.
-    The paired test is used only when every new problem has its pair: a handful of pairs would give a
-    weak test where the whole samples give a strong one.
     """
     base_by_id = {r["problem_id"]: r for r in base.get("results") or [] if "problem_id" in r}
     pairs = []
@@ -300,50 +299,60 @@ def _pairs(base: dict, new: dict) -> list[tuple[dict, dict]]:
 
 def _compare(kind: str, name: str, base: dict, new: dict, tolerance: float, alpha: float,
              latency_limit: float | None) -> ItemCheck:
+    """The paired test is used only when every new problem has its pair: a handful of pairs would
+    give a weak test where the two whole samples give a strong one."""
     item = ItemCheck(kind, name, base, new)
-    acc_drop = base["accuracy"] - new["accuracy"]
-    bal_drop = base["balanced_accuracy"] - new["balanced_accuracy"]
     pairs = _pairs(base, new)
     new_count = len(new.get("results") or [])
     if pairs and len(pairs) < new_count:
         item.notes.append(f"only {len(pairs)} of {new_count} problems are also in the baseline; "
                           "compared unpaired")
         pairs = []
-    item.paired = len(pairs)
     if pairs:
-        item.right_to_wrong = sum(1 for b, n in pairs if b["correct"] and not n["correct"])
-        item.wrong_to_right = sum(1 for b, n in pairs if n["correct"] and not b["correct"])
-        item.accuracy_p = mcnemar_one_sided(item.right_to_wrong, item.wrong_to_right)
-        item.balanced_p = _stratified_p(pairs)
-        acc_significant = item.accuracy_p < alpha
-        bal_significant = item.balanced_p < alpha
-        evidence = (f"McNemar p={_p(item.accuracy_p)}, stratified by label p={_p(item.balanced_p)}, "
-                    f"{item.right_to_wrong} of {item.paired} problems flipped right to wrong, "
-                    f"{item.wrong_to_right} wrong to right")
+        acc_significant, bal_significant, evidence = _paired_test(item, pairs, alpha)
     else:
-        item.accuracy_upper = wilson_upper_one_sided(new["correct"], new["total"], alpha)
-        acc_significant = base["accuracy"] > item.accuracy_upper
-        evidence = (f"no paired problems; the new accuracy's one-sided {1 - alpha:.0%} Wilson upper bound is "
-                    f"{item.accuracy_upper:.3f}")
-        records = new.get("results") or []
-        if records:
-            item.balanced_upper = balanced_accuracy_bounds(records, alpha)[1]
-            bal_significant = base["balanced_accuracy"] > item.balanced_upper
-            evidence += f", balanced accuracy's {item.balanced_upper:.3f}"
-        else:
-            bal_significant = False
-            item.notes.append("balanced accuracy not tested: no per-problem results")
-        evidence += f", n={new['total']}"
+        acc_significant, bal_significant, evidence = _unpaired_test(item, base, new, alpha)
+    acc_drop = base["accuracy"] - new["accuracy"]
+    bal_drop = base["balanced_accuracy"] - new["balanced_accuracy"]
     if acc_drop > tolerance and acc_significant or bal_drop > tolerance and bal_significant:
-        headline, other = ("balanced_accuracy", "accuracy") if bal_drop >= acc_drop else ("accuracy",
-                                                                                          "balanced_accuracy")
+        first, second = ("balanced_accuracy", "accuracy") if bal_drop >= acc_drop else ("accuracy",
+                                                                                        "balanced_accuracy")
         item.failures.append(
-            f"{headline.replace('_', ' ')} {base[headline]:.3f} -> {new[headline]:.3f} "
-            f"({other.replace('_', ' ')} {base[other]:.3f} -> {new[other]:.3f}, {evidence})")
+            f"{first.replace('_', ' ')} {base[first]:.3f} -> {new[first]:.3f} "
+            f"({second.replace('_', ' ')} {base[second]:.3f} -> {new[second]:.3f}, {evidence})")
     _check_unparsed(item, base, new)
     if latency_limit is not None:
         _check_latency(item, base, new, latency_limit)
     return item
+
+
+def _paired_test(item: ItemCheck, pairs: list[tuple[dict, dict]], alpha: float) -> tuple[bool, bool, str]:
+    """Exact one-sided McNemar tests on the paired problems: (accuracy fell, balanced accuracy fell, text)."""
+    item.paired = len(pairs)
+    item.right_to_wrong = sum(1 for b, n in pairs if b["correct"] and not n["correct"])
+    item.wrong_to_right = sum(1 for b, n in pairs if n["correct"] and not b["correct"])
+    item.accuracy_p = mcnemar_one_sided(item.right_to_wrong, item.wrong_to_right)
+    item.balanced_p = _stratified_p(pairs)
+    evidence = (f"McNemar p={_p(item.accuracy_p)}, stratified by label p={_p(item.balanced_p)}, "
+                f"{item.right_to_wrong} of {item.paired} problems flipped right to wrong, "
+                f"{item.wrong_to_right} wrong to right")
+    return item.accuracy_p < alpha, item.balanced_p < alpha, evidence
+
+
+def _unpaired_test(item: ItemCheck, base: dict, new: dict, alpha: float) -> tuple[bool, bool, str]:
+    """Is the baseline figure above the new result's one-sided upper bound? (accuracy, balanced, text)"""
+    item.accuracy_upper = wilson_upper_one_sided(new["correct"], new["total"], alpha)
+    evidence = (f"no paired problems; the new accuracy's one-sided {1 - alpha:.0%} Wilson upper bound is "
+                f"{item.accuracy_upper:.3f}")
+    bal_significant = False
+    records = new.get("results") or []
+    if records:
+        item.balanced_upper = balanced_accuracy_bounds(records, alpha)[1]
+        bal_significant = base["balanced_accuracy"] > item.balanced_upper
+        evidence += f", balanced accuracy's {item.balanced_upper:.3f}"
+    else:
+        item.notes.append("balanced accuracy not tested: no per-problem results")
+    return base["accuracy"] > item.accuracy_upper, bal_significant, evidence + f", n={new['total']}"
 
 
 def _stratified_p(pairs: list[tuple[dict, dict]]) -> float:
@@ -374,9 +383,9 @@ def _check_unparsed(item: ItemCheck, base: dict, new: dict) -> None:
 
 def mean_latency(block: dict) -> float | None:
     """Mean seconds per problem: a benchmark entry's measured mean, else the mean of its records."""
-    measured = (block.get("latency") or {}).get("mean_s") if isinstance(block.get("latency"), dict) else None
-    if measured is not None:
-        return measured
+    latency = block.get("latency")
+    if isinstance(latency, dict) and latency.get("mean_s") is not None:
+        return latency["mean_s"]
     values = [r["latency_s"] for r in block.get("results") or [] if r.get("latency_s") is not None]
     return sum(values) / len(values) if values else None
 
