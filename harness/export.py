@@ -171,6 +171,27 @@ def _file_record(path: Path, out_dir: Path, quant: str, kind: str) -> dict:
             "bytes": path.stat().st_size, "quant": quant, "kind": kind}
 
 
+def gguf_for(model_dir: Path, adapter: Path | None = None, quant: str = "f32",
+             progress: Callable[[str], None] | None = None) -> Path:
+    """The GGUF of a Hugging Face directory (with a peft adapter merged in, if given), exported once
+    into ``cache_dir()/gguf`` and reused while the source files are unchanged (name, size, mtime)."""
+    from .converter import llama_cpp_version
+    from .paths import cache_dir
+
+    model_dir = Path(model_dir)
+    sources = [model_dir] + ([Path(adapter)] if adapter is not None else [])
+    stamp = [[str(p.relative_to(src)), p.stat().st_size, p.stat().st_mtime_ns]
+             for src in sources for p in sorted(src.rglob("*")) if p.is_file()]
+    identity = {"sources": [str(src.resolve()) for src in sources], "files": stamp, "quant": quant,
+                "llama_cpp_python": llama_cpp_version()}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    out = cache_dir() / "gguf" / key
+    target = out / f"model-{quant}.gguf"
+    if not ((out / MANIFEST).is_file() and target.is_file()):
+        export_model(model_dir, out, quants=(quant,), adapter=adapter, progress=progress)
+    return target
+
+
 # --- validation -----------------------------------------------------------------------------------
 
 _GGUF_MAGIC = b"GGUF"
@@ -336,6 +357,8 @@ def export_command(source: Path, adapter: Path | None, out_dir: Path | None, qua
     from rich.console import Console
     from rich.table import Table
 
+    from .report import print_tables
+
     model_dir, run_adapter, default_out = _resolve_source(source)
     out_dir = out_dir or default_out
     console = Console(stderr=True)
@@ -348,4 +371,4 @@ def export_command(source: Path, adapter: Path | None, out_dir: Path | None, qua
     for fname, entry in record["files"].items():
         size = f"{entry['bytes'] / 2**20:.2f}"
         table.add_row(fname, entry["kind"], entry["quant"], size, entry["sha256"][:16])
-    Console().print(table)
+    print_tables([table])

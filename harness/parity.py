@@ -165,9 +165,9 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
                    out_file: Path | None) -> None:
     """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
     texts, accuracy and an exact McNemar test."""
-    from rich.console import Console
     from rich.table import Table
 
+    from .report import print_tables
     from .types import ModelSpec
 
     model_dir, adapter, ggufs = _sources(source, ggufs, adapter)
@@ -202,4 +202,4 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
                       f"{cmp['answer_agreement']:.1%}" if cmp else "-",
                       f"{cmp['text_agreement']:.1%}" if cmp else "-",
                       f"{cmp['mcnemar_p']:.3g}" if cmp else "-", f"{block['elapsed_s']:.1f}")
-    Console().print(table)
+    print_tables([table])

@@ -1,5 +1,10 @@
 """The ``llamacpp`` backend: llama-cpp-python in-process on CPU, loading a GGUF file.
 
+``ModelSpec.path`` is a GGUF file (``adapter``: an optional GGUF LoRA adapter), or a Hugging Face
+directory (``adapter``: an optional peft adapter directory), which is exported once with
+:func:`lrl_harness.export.gguf_for` (option ``quant``, default f32) and cached, so that a pipeline
+student runs on llama.cpp as it is.
+
 One ``Llama`` object serves every prompt of a backend's life. llama-cpp-python keeps the KV cache
 of the previous prompt and re-evaluates only what follows the longest shared prefix, so a stage
 whose prompts share a long opening (the strategy) pays for that opening once.
@@ -24,7 +29,7 @@ from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
-_OPTIONS = {"n_threads", "n_ctx", "n_batch", "seed", "lora_scale", "prefix_cache"}
+_OPTIONS = {"n_threads", "n_ctx", "n_batch", "seed", "lora_scale", "prefix_cache", "quant"}
 PENALTY_NOTE = ("llama.cpp applies the repetition penalty to generated tokens only; transformers "
                 "also penalises the prompt's tokens")
 
@@ -42,16 +47,25 @@ class LlamaCppBackend:
         except ImportError:
             raise BackendUnavailableError(
                 "the llamacpp backend needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
-        from lrl_harness.export import validate_gguf
+        from lrl_harness.export import QUANT_FTYPES, gguf_for, validate_gguf
 
-        path = Path(model.path)
-        if path.is_dir():
-            raise ConfigError(f"{path} is a directory; the llamacpp backend loads a GGUF file "
-                              "(make one with `lrl export`)")
+        path, adapter = Path(model.path), model.adapter
+        self.quant = str(options.get("quant", "f32"))
+        if self.quant not in QUANT_FTYPES:
+            raise ConfigError(f"unknown quant {self.quant!r}; available: {', '.join(QUANT_FTYPES)}")
+        self.converted_from = None
+        if path.is_dir():  # a Hugging Face directory (a pipeline student): export it once, then load
+            peft_dir = Path(adapter) if adapter and Path(adapter).is_dir() else None
+            self.converted_from = str(path)
+            path = gguf_for(path, peft_dir, self.quant)
+            adapter = None if peft_dir else adapter
+        elif adapter and Path(adapter).is_dir():
+            raise ConfigError(f"{adapter} is an adapter directory; with a GGUF model give a GGUF adapter "
+                              "(`lrl export --adapter-mode gguf`)")
         header = validate_gguf(path, load=False)
-        if model.adapter:
-            validate_gguf(Path(model.adapter), load=False)
-        self.model = model
+        if adapter:
+            validate_gguf(Path(adapter), load=False)
+        self.model, self.path, self.adapter = model, path, adapter
         self.n_threads = int(options.get("n_threads") or max(1, (os.cpu_count() or 2) // 2))
         self.gguf = {k: v for k, v in header["metadata"].items() if not isinstance(v, list)}
         self.n_ctx = int(options.get("n_ctx") or min(2048, _trained_context(header) or 2048))
@@ -63,7 +77,7 @@ class LlamaCppBackend:
             self.llm = Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, seed=self.seed, n_gpu_layers=0, verbose=False,
-                last_n_tokens_size=self.n_ctx, lora_path=model.adapter, lora_scale=self.lora_scale)
+                last_n_tokens_size=self.n_ctx, lora_path=adapter, lora_scale=self.lora_scale)
         except (ValueError, RuntimeError) as exc:
             raise LrlError(f"{path}: llama.cpp cannot load this model ({exc})") from None
         self.bos = self.llm.token_bos()
@@ -170,8 +184,10 @@ class LlamaCppBackend:
 
         meta = self.gguf
         return {
-            "backend": self.name, "model": self.model.path, "adapter": self.model.adapter,
-            "lora_scale": self.lora_scale if self.model.adapter else None,
+            "backend": self.name, "model": str(self.path), "adapter": self.adapter,
+            "converted_from": self.converted_from, "merged_adapter": self.model.adapter if not self.adapter else None,
+            "quant": self.quant if self.converted_from else None,
+            "lora_scale": self.lora_scale if self.adapter else None,
             "device": "cpu", "n_threads": self.n_threads, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
             "seed": self.seed, "prefix_cache": self.prefix_cache, "add_bos": self.add_bos,
             "file_type": meta.get("general.file_type"), "architecture": meta.get("general.architecture"),

@@ -205,3 +205,19 @@ def test_model_without_architectures_is_refused_clearly(exported, tmp_path):
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(LrlError, match="names no 'architectures'"):
         export_model(model, tmp_path / "out")
+
+
+def test_a_run_directory_names_its_student_and_adapter(exported, tmp_path):
+    from lrl_harness.export import _resolve_source
+    from lrl_harness.results import new_results, write_json
+
+    model, _ = exported
+    run = tmp_path / "run"
+    results = new_results(task="meeting-rooms")
+    results["stages"]["lora"] = {"who": {"student": "tiny", "path": str(model)}, "results": []}
+    write_json(run / "results.json", results)
+    assert _resolve_source(run) == (model, None, run / "export")
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    assert _resolve_source(run) == (model, run / "adapter", run / "export")
+    assert _resolve_source(model) == (model, None, model.with_name(f"{model.name}-gguf"))

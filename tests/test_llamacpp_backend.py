@@ -8,6 +8,7 @@ The model is random-initialised, so agreement here is about the engines, not abo
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,9 +98,26 @@ def test_stop_strings_and_length_limit(llama):
     assert cut.text == full.text[: full.text.find(stop)] and cut.meta["finish_reason"] == "stop"
 
 
+def test_a_hugging_face_directory_is_exported_once_and_cached(exported, llama):
+    batch = prompts(2)
+    first = LlamaCppBackend(ModelSpec(path=str(exported[0])), {"n_threads": 1})
+    try:
+        info = first.info()
+        assert info["converted_from"] == str(exported[0]) and info["quant"] == "f32"
+        assert [c.text for c in first.generate(batch, SETTINGS)] == [c.text for c in llama.generate(batch, SETTINGS)]
+    finally:
+        first.close()
+    written = Path(info["model"]).stat().st_mtime_ns
+    again = LlamaCppBackend(ModelSpec(path=str(exported[0])), {"n_threads": 1})
+    again.close()
+    assert again.info()["model"] == info["model"] and Path(info["model"]).stat().st_mtime_ns == written
+
+
 def test_bad_models_and_options_are_one_line(exported, tmp_path):
-    with pytest.raises(ConfigError, match="is a directory"):
-        LlamaCppBackend(ModelSpec(path=str(exported[0])))
+    with pytest.raises(ConfigError, match="is an adapter directory; with a GGUF model give a GGUF adapter"):
+        LlamaCppBackend(ModelSpec(path=str(exported[1] / "model-f32.gguf"), adapter=str(tmp_path)))
+    with pytest.raises(ConfigError, match="unknown quant 'q2'"):
+        LlamaCppBackend(ModelSpec(path=str(exported[0])), {"quant": "q2"})
     with pytest.raises(ConfigError, match="unknown llamacpp option 'threads'"):
         LlamaCppBackend(ModelSpec(path=str(exported[1] / "model-f32.gguf")), {"threads": 2})
     cut = tmp_path / "cut.gguf"
@@ -114,8 +132,9 @@ def test_prompt_longer_than_the_context_is_refused(llama):
 
 
 def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
-    """A small q/v-projection adapter (a few steps at a high rate, so it changes the output), exported
-    both ways: as a GGUF adapter beside the base model and merged into the weights."""
+    """A small q/v-projection adapter (a few steps at a high rate, so it changes the output), used
+    three ways: as a GGUF adapter beside the base GGUF, merged into the weights (the backend exports
+    the Hugging Face directory plus peft adapter itself), and on transformers through peft."""
     from lrl_harness.training import train_lora
     from lrl_harness_plugins.transformers_backend import TransformersBackend
 
@@ -125,17 +144,15 @@ def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
     adapter = tmp_path / "adapter"
     train_lora(str(model_dir), examples, adapter, {"r": 4, "alpha": 8, "dropout": 0.0, "max_steps": 4,
                                                    "lr": 5e-2, "batch_size": 4, "grad_accum": 1})
-    as_gguf = export_model(model_dir, tmp_path / "lora", quants=("f32",), adapter=adapter,
-                           adapter_mode="gguf")
-    merged = export_model(model_dir, tmp_path / "merged", quants=("f32",), adapter=adapter)
-    assert as_gguf["files"]["model-lora-f32.gguf"]["kind"] == "lora"
+    record = export_model(model_dir, tmp_path / "lora", quants=("f32",), adapter=adapter, adapter_mode="gguf")
+    assert record["files"]["model-lora-f32.gguf"]["kind"] == "lora"
 
     batch = prompts(4, strategy=None)
     runs = {}
     for name, spec in {
-        "lora": ModelSpec(path=str(tmp_path / "lora" / "model-f32.gguf"),
-                          adapter=str(tmp_path / "lora" / "model-lora-f32.gguf")),
-        "merged": ModelSpec(path=str(tmp_path / "merged" / "model-f32.gguf")),
+        "gguf adapter": ModelSpec(path=str(tmp_path / "lora" / "model-f32.gguf"),
+                                  adapter=str(tmp_path / "lora" / "model-lora-f32.gguf")),
+        "merged": ModelSpec(path=str(model_dir), adapter=str(adapter)),
     }.items():
         backend = LlamaCppBackend(spec, {"n_threads": 1})
         try:
@@ -149,9 +166,16 @@ def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
     finally:
         peft_backend.close()
     base = [c.text for c in hf.generate(batch, SETTINGS)]
-    assert runs["lora"] == runs["merged"] == runs["transformers+adapter"]
+    assert runs["gguf adapter"] == runs["merged"] == runs["transformers+adapter"]
     assert runs["merged"] != base  # the adapter does change the model
-    assert merged["source"]["adapter_mode"] == "merge"
+
+
+def test_an_adapter_with_whole_modules_cannot_be_a_gguf_adapter(exported, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"modules_to_save": ["embed_tokens", "lm_head"]}')
+    with pytest.raises(LrlError, match=r"trains whole modules \(embed_tokens, lm_head\).*--adapter-mode merge"):
+        export_model(exported[0], tmp_path / "out", adapter=adapter, adapter_mode="gguf")
 
 
 @pytest.mark.slow
