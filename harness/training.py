@@ -1,0 +1,290 @@
+"""LoRA training and merging for students (peft on transformers, CPU or CUDA).
+
+The loop is deliberately plain: shuffle with a seeded generator, pad each micro-batch, compute the
+loss on the target tokens only (the prompt is context, not something to imitate), AdamW with
+linear warm-up then cosine or linear decay, gradient clipping. The same seed on the same machine
+gives the same adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import BackendUnavailableError, ConfigError
+from .prompting import encode_prompt
+
+# The original experiment's recipe (Hugging Face Trainer defaults where it set nothing).
+DEFAULT_SETTINGS = {
+    "r": 8,
+    "alpha": 16,
+    "dropout": 0.05,
+    "target_modules": ["q_proj", "v_proj"],
+    "modules_to_save": None,
+    "epochs": 3,
+    "max_steps": None,
+    "lr": 2e-4,
+    "batch_size": 1,
+    "grad_accum": 8,
+    "warmup_ratio": 0.0,
+    "schedule": "linear",
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "device": "auto",
+}
+SCHEDULES = ("cosine", "linear", "constant")
+ADAPTER_PREFIX = "adapter_"
+
+
+def resolve_settings(settings: dict | None) -> dict:
+    unknown = sorted(set(settings or {}) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown LoRA setting {unknown[0]!r}; known: {', '.join(DEFAULT_SETTINGS)}")
+    s = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+    if s["schedule"] not in SCHEDULES:
+        raise ConfigError(f"unknown LoRA schedule {s['schedule']!r}; available: {', '.join(SCHEDULES)}")
+    for key in ("r", "batch_size", "grad_accum"):
+        if not isinstance(s[key], int) or s[key] < 1:
+            raise ConfigError(f"LoRA setting {key} must be a positive integer, got {s[key]!r}")
+    if s["max_steps"] is None and not (isinstance(s["epochs"], (int, float)) and s["epochs"] > 0):
+        raise ConfigError(f"LoRA setting epochs must be positive, got {s['epochs']!r}")
+    if s["max_steps"] is not None and (not isinstance(s["max_steps"], int) or s["max_steps"] < 1):
+        raise ConfigError(f"LoRA setting max_steps must be a positive integer, got {s['max_steps']!r}")
+    if isinstance(s["target_modules"], tuple):
+        s["target_modules"] = list(s["target_modules"])
+    return s
+
+
+def _import_stack():
+    if "torch" not in sys.modules:
+        # On a shared CPU, OpenMP threads that spin while they wait take the cores the other
+        # threads need: measured 3-4x slower training steps on 2 busy cores. The user's own
+        # setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import peft
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"training needs torch, transformers and peft ({exc.name} is missing): "
+            "pip install torch transformers peft") from None
+    return torch, transformers, peft
+
+
+def encode_example(tokenizer, prompt: str, target: str, eos_id: int) -> tuple[list[int], int]:
+    """Token ids of prompt + target + EOS, and where the target starts.
+
+    The prompt is encoded alone, exactly as a backend will encode it at inference time; the target
+    ids are taken from the encoding of the whole text when the prompt's ids are its prefix, so the
+    target is tokenized as the model will see it continuing the prompt.
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    full = encode_prompt(tokenizer, prompt + target)
+    if full[:len(prompt_ids)] == prompt_ids:
+        target_ids = full[len(prompt_ids):]
+    else:
+        target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    return prompt_ids + target_ids + [eos_id], len(prompt_ids)
+
+
+def learning_rate_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate before optimizer step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: dict,
+               progress: Callable[[int, int, float], None] | None = None, seed: int = 0) -> dict:
+    """Train a LoRA adapter on ``examples`` (each with an already-rendered "prompt" and a "target")
+    and save it, with the tokenizer, into ``out_dir`` (written atomically).
+
+    Returns what was done: the settings used, steps, examples, elapsed_s, loss_curve
+    ([step, mean loss] every few steps), final_loss, trainable_params and adapter_sha256.
+    ``progress(step, total, loss)`` is called after every optimizer step.
+    """
+    torch, transformers, peft = _import_stack()
+    s = resolve_settings(settings)
+    if not examples:
+        raise ConfigError("no training examples")
+    started = time.perf_counter()
+    device = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    if eos_id is None:
+        raise ConfigError(f"the tokenizer of {model_path!r} has no end-of-sequence token")
+    encoded = [encode_example(tokenizer, ex["prompt"], ex["target"], eos_id) for ex in examples]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformers.utils.logging.disable_progress_bar()
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        lora = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
+                               target_modules=s["target_modules"], modules_to_save=s["modules_to_save"],
+                               bias="none", task_type="CAUSAL_LM")
+        model = peft.get_peft_model(model, lora)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for p in trainable:  # master copies in fp32 even when the base model runs in half precision
+            p.data = p.data.float()
+        model.to(device).train()
+        result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress)
+
+    trainable_params = sum(p.numel() for p in trainable)
+    out_dir = Path(out_dir)
+    _save_atomically(out_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    report = {
+        "settings": s,
+        "seed": seed,
+        "steps": result["steps"],
+        "examples": len(examples),
+        "target_tokens": sum(len(ids) - start for ids, start in encoded),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "loss_curve": result["loss_curve"],
+        "final_loss": result["final_loss"],
+        "trainable_params": trainable_params,
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "adapter_sha256": adapter_sha256(out_dir),
+    }
+    (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress) -> dict:
+    micro, accum = s["batch_size"], s["grad_accum"]
+    per_step = micro * accum
+    if s["max_steps"] is not None:
+        total = s["max_steps"]
+    else:
+        total = max(1, math.ceil(s["epochs"] * len(encoded) / per_step))
+    warmup = int(round(s["warmup_ratio"] * total))
+    optimizer = torch.optim.AdamW(trainable, lr=s["lr"], weight_decay=s["weight_decay"])
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda")
+                else torch.autocast("cpu", enabled=False))
+    batches_stream = _micro_batches(torch, encoded, micro, seed)
+    log_every = max(1, total // 50)
+    curve, window, final_loss = [], [], float("nan")
+    for step in range(total):
+        for group in optimizer.param_groups:
+            group["lr"] = s["lr"] * learning_rate_factor(step, total, warmup, s["schedule"])
+        batches = [next(batches_stream) for _ in range(accum)]
+        n_tokens = sum(len(ids) - start for batch in batches for ids, start in batch)
+        step_loss = 0.0
+        for batch in batches:
+            input_ids, attention, labels = _collate(torch, batch, pad_id)
+            with autocast:
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device),
+                ignore_index=-100, reduction="sum") / n_tokens
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += loss.item()
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, s["max_grad_norm"])
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        window.append(step_loss)
+        final_loss = step_loss
+        if (step + 1) % log_every == 0 or step + 1 == total:
+            curve.append([step + 1, round(sum(window) / len(window), 6)])
+            window = []
+        if progress is not None:
+            progress(step + 1, total, step_loss)
+    return {"steps": total, "loss_curve": curve, "final_loss": round(final_loss, 6)}
+
+
+def _micro_batches(torch, encoded: list, micro: int, seed: int, pool: int = 8):
+    """Endless stream of micro-batches: a fresh seeded permutation every epoch, cut into pools of
+    ``pool`` batches whose examples are grouped by length (less padding), served in seeded order."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def indices():
+        while True:
+            yield from torch.randperm(len(encoded), generator=generator).tolist()
+
+    stream = indices()
+    while True:
+        chosen = sorted((next(stream) for _ in range(micro * pool)), key=lambda i: len(encoded[i][0]))
+        groups = [chosen[k:k + micro] for k in range(0, len(chosen), micro)]
+        for g in torch.randperm(len(groups), generator=generator).tolist():
+            yield [encoded[i] for i in groups[g]]
+
+
+def _collate(torch, batch: list[tuple[list[int], int]], pad_id: int):
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, (ids, start) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        attention[row, :len(ids)] = 1
+        labels[row, start:len(ids)] = torch.tensor(ids[start:])
+    return input_ids, attention, labels
+
+
+def adapter_sha256(adapter_dir: Path) -> str:
+    """One hash over the adapter's files (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(adapter_dir).iterdir()):
+        if path.is_file() and path.name.startswith(ADAPTER_PREFIX):
+            digest.update(path.name.encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _save_atomically(out_dir: Path, write: Callable[[Path], object]) -> None:
+    """Write into a temporary sibling directory, then put it in place of ``out_dir``."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)
+        write(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def merge_adapter(model_path: str, adapter_dir: Path, out_dir: Path) -> Path:
+    """Fold the adapter into the base weights and save a complete Hugging Face directory
+    (safetensors weights in the base model's dtype, tokenizer, chat template if any), atomically."""
+    _, transformers, peft = _import_stack()
+    transformers.utils.logging.disable_progress_bar()
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    merged = peft.PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(adapter_dir))
+    out_dir = Path(out_dir)
+    _save_atomically(out_dir, lambda tmp: (merged.save_pretrained(tmp, safe_serialization=True),
+                                           tokenizer.save_pretrained(tmp)))
+    return out_dir
