@@ -54,7 +54,8 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
         raise LrlError(f"unknown adapter mode {adapter_mode!r}; available: {', '.join(ADAPTER_MODES)}")
     if not (model_dir / "config.json").is_file():
         raise LrlError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
-    _check_architectures(model_dir)
+    converts_base = adapter is None or adapter_mode == "gguf"  # a merged model is saved with its class
+    architecture = _missing_architecture(model_dir) if converts_base else None
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise LrlError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")
     if adapter is not None and adapter_mode == "gguf":
@@ -65,6 +66,8 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work:
         work = Path(work)
         source = model_dir
+        if architecture:
+            source = _with_architecture(model_dir, work / model_dir.name, architecture)
         if adapter is not None and adapter_mode == "merge":
             from .training import merge_adapter
 
@@ -86,7 +89,7 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
         if adapter is not None and adapter_mode == "gguf":
             target = out_dir / f"{name}-lora-f32.gguf"
             say(f"converting adapter {Path(adapter).name} to a GGUF LoRA adapter")
-            converter.lora_to_gguf(Path(adapter), model_dir, target, "f32")
+            converter.lora_to_gguf(Path(adapter), source, target, "f32")
             files[target.name] = _file_record(target, out_dir, "f32", "lora")
     for entry in files.values():
         validate_gguf(out_dir / entry["path"], load=entry["kind"] == "model")
@@ -103,15 +106,35 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
     return record
 
 
-def _check_architectures(model_dir: Path) -> None:
-    """llama.cpp's converter picks its model class from ``architectures`` in config.json."""
+def _missing_architecture(model_dir: Path) -> str | None:
+    """The model class to name when config.json names none (a config saved on its own), else None.
+
+    llama.cpp's converter picks its model class from ``architectures``; the causal-LM class that
+    transformers maps the config's ``model_type`` to is the one it would load."""
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise LrlError(f"{model_dir}/config.json: unreadable ({exc})") from None
-    if not config.get("architectures") and not (config.get("text_config") or {}).get("architectures"):
-        raise LrlError(f"{model_dir}/config.json names no 'architectures' (e.g. LlamaForCausalLM); "
-                       "llama.cpp's converter needs it")
+    if config.get("architectures") or (config.get("text_config") or {}).get("architectures"):
+        return None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
+    if not name:
+        raise LrlError(f"{model_dir}/config.json names no 'architectures' and its model_type "
+                       f"{config.get('model_type')!r} is no causal language model known to transformers")
+    return name
+
+
+def _with_architecture(model_dir: Path, shadow: Path, architecture: str) -> Path:
+    """A folder of links to ``model_dir``'s files whose config.json names ``architecture``."""
+    shadow.mkdir()
+    for item in model_dir.iterdir():
+        if item.name != "config.json":
+            (shadow / item.name).symlink_to(item.resolve())
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    (shadow / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}, indent=2))
+    return shadow
 
 
 def _check_gguf_adapter(adapter: Path) -> None:

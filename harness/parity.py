@@ -36,6 +36,8 @@ def check_prompt_tokens(backends: dict, prompts: Sequence[str], problems: Sequen
     Returns, per backend, whether it was checked (a backend without ``tokenize`` cannot be)."""
     ref = backends[reference]
     checked = {name: hasattr(b, "tokenize") for name, b in backends.items()}
+    if not checked[reference]:
+        return dict.fromkeys(backends, False)
     others = [n for n in backends if n != reference and checked[n]]
     if not others:
         return checked
@@ -164,7 +166,11 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
                    preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
                    out_file: Path | None) -> None:
     """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
-    texts, accuracy and an exact McNemar test."""
+    texts, accuracy and an exact McNemar test.
+
+    SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
+    Prompts are the task's student prompts without a strategy and without a chat template: the
+    same text for every engine, which is what parity needs."""
     from rich.table import Table
 
     from .report import print_tables

@@ -82,6 +82,10 @@ class LlamaCppBackend:
             raise LrlError(f"{path}: llama.cpp cannot load this model ({exc})") from None
         self.bos = self.llm.token_bos()
         self.add_bos = bool(self.llm._model.add_bos_token())
+        # SentencePiece-style vocabularies mark word starts with a space; Hugging Face's decoders for
+        # them strip one leading space from a decoded text, and so does this backend.
+        self.strip_space = (self.gguf.get("tokenizer.ggml.model") == "llama"
+                            and self.gguf.get("tokenizer.ggml.add_space_prefix", True) is not False)
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -105,7 +109,8 @@ class LlamaCppBackend:
     def _text(self, tokens: list[int]) -> str:
         """Detokenise the way Hugging Face tokenizers do, so texts compare across engines: a run of
         byte-fallback tokens that is not valid UTF-8 becomes one U+FFFD per byte; other pieces are
-        joined and decoded with U+FFFD for each invalid sequence."""
+        joined and decoded with U+FFFD for each invalid sequence; a SentencePiece-style vocabulary
+        loses one leading space."""
         parts: list[str] = []
         pieces, byte_run = b"", b""
         for token in tokens:
@@ -121,7 +126,8 @@ class LlamaCppBackend:
                     byte_run = b""
                 pieces += piece
         parts.append(pieces.decode("utf-8", errors="replace") + _decode_byte_run(byte_run))
-        return "".join(parts)
+        text = "".join(parts)
+        return text[1:] if self.strip_space and text.startswith(" ") else text
 
     # --- generation -----------------------------------------------------------------------------
 
@@ -142,6 +148,8 @@ class LlamaCppBackend:
         return {**common, "temp": float(settings.temperature), "top_k": 0}
 
     def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
+        if settings.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {settings.max_new_tokens}")
         ids = self.tokenize(prompt)
         if len(ids) + settings.max_new_tokens > self.n_ctx:
             raise ConfigError(f"a prompt of {len(ids)} tokens plus {settings.max_new_tokens} new tokens does "

@@ -116,7 +116,8 @@ class OpenAIBackend:
             if exc.status in (404, 405):
                 return None
             raise
-        return [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, dict)]
+        entries = data.get("data") if isinstance(data, dict) else None
+        return [m.get("id") for m in entries or [] if isinstance(m, dict)]
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -190,8 +191,11 @@ class OpenAIBackend:
             completion_tokens = usage.get("completion_tokens", 0)
             meta["usage_source"] = "server"
         else:  # llama-cpp-python streams no usage: about one chunk per token; the server counts the prompt
-            prompt_tokens, completion_tokens = len(self.tokenize(prompt)), chunks
-            meta["usage_source"] = "counted"
+            completion_tokens, meta["usage_source"] = chunks, "counted"
+            try:
+                prompt_tokens = len(self.tokenize(prompt))
+            except ServerError:
+                prompt_tokens, meta["usage_source"] = 0, "counted (no tokenize endpoint: prompt unknown)"
         return Completion(text="".join(pieces), prompt_tokens=int(prompt_tokens),
                           completion_tokens=int(completion_tokens), latency_s=latency, ttft_s=ttft, meta=meta)
 

@@ -197,14 +197,22 @@ def test_converter_errors_are_one_line(tmp_path):
     assert list((tmp_path / "c").iterdir()) == []
 
 
-def test_model_without_architectures_is_refused_clearly(exported, tmp_path):
+def test_a_config_without_architectures_still_converts(exported, tmp_path):
+    """A config saved on its own (config.save_pretrained) names no model class; the converter needs
+    one, so the export names the causal-LM class transformers maps the model_type to."""
     model = tmp_path / "model"
     shutil.copytree(exported[0], model)
     config = json.loads((model / "config.json").read_text())
     config.pop("architectures", None)
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(LrlError, match="names no 'architectures'"):
-        export_model(model, tmp_path / "out")
+    export_model(model, tmp_path / "out", quants=("f32",))
+    ours = read_gguf_header(tmp_path / "out" / "model-f32.gguf")
+    assert ours["tensors"] == read_gguf_header(exported[1] / "model-f32.gguf")["tensors"]
+    assert ours["metadata"]["general.architecture"] == "llama"
+    config["model_type"] = "no-such-model"
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LrlError, match="names no 'architectures' and its model_type 'no-such-model'"):
+        export_model(model, tmp_path / "out2")
 
 
 def test_a_run_directory_names_its_student_and_adapter(exported, tmp_path):
