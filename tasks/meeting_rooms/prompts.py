@@ -6,7 +6,7 @@ each rendered template, so two runs with different prompts are never compared by
 
 from __future__ import annotations
 
-PROMPT_VERSION = "meeting-rooms/1"
+PROMPT_VERSION = "meeting-rooms/2"
 
 GROUND_RULES = """Problem rules (nothing else exists):
 - Each meeting is an integer time range [start-end], e.g. [9-11] runs from 9:00 to 11:00.

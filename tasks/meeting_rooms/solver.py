@@ -53,11 +53,13 @@ def solve(meetings, rooms) -> str:
 def trace(meetings: list[Meeting], rooms: int) -> str:
     """The worked sweep-line trace the learned strategy describes, ending in the answer.
 
-    Each event is written as time, ``+`` (start) or ``-`` (end), then the running count.
+    Each event is written as time, ``+`` (start) or ``-`` (end), then the running count, e.g.
+    ``10+2``. Events are comma-separated on their own line, so every number is written exactly as
+    it is in the problem text (no leading space): a small model then copies tokens it has seen.
     """
     events = sweep_events(meetings)
-    steps = " ".join(f"{t}{'+' if d > 0 else '-'}{c}" for t, d, c in events)
+    steps = ",".join(f"{t}{'+' if d > 0 else '-'}{c}" for t, d, c in events)
     peak = max(c for _, _, c in events)
     verdict = "YES" if peak <= rooms else "NO"
     relation = "<=" if peak <= rooms else ">"
-    return f"Sweep: {steps}\nPeak {peak} {relation} {rooms} rooms.\nAnswer: {verdict}"
+    return f"Sweep:\n{steps}\nPeak:{peak} {relation} rooms: {rooms}\nAnswer: {verdict}"
