@@ -63,20 +63,32 @@ def resolve_settings(settings: dict | None) -> dict:
     return s
 
 
-def _import_stack():
+def import_torch():
+    """Import torch for lrl-harness's CPU work.
+
+    On a shared CPU, OpenMP threads that spin while they wait take the cores the other threads
+    need: on 2 busy cores a training step took 3-30x longer than with sleeping threads (which cost
+    about a third more on an idle machine). So, unless the user chose otherwise, the threads sleep.
+    This only works before torch's first import in the process.
+    """
     if "torch" not in sys.modules:
-        # On a shared CPU, OpenMP threads that spin while they wait take the cores the other
-        # threads need: measured 3-4x slower training steps on 2 busy cores. The user's own
-        # setting wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        import peft
         import torch
+    except ImportError:
+        raise BackendUnavailableError("this needs torch: pip install torch "
+                                      "(the CPU build: --index-url https://download.pytorch.org/whl/cpu)") from None
+    return torch
+
+
+def _import_stack():
+    torch = import_torch()
+    try:
+        import peft
         import transformers
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"training needs torch, transformers and peft ({exc.name} is missing): "
-            "pip install torch transformers peft") from None
+            f"training needs transformers and peft ({exc.name} is missing): pip install transformers peft") from None
     return torch, transformers, peft
 
 

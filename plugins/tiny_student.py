@@ -29,7 +29,7 @@ from lrl_harness import hookimpl
 from lrl_harness.errors import ConfigError
 from lrl_harness.types import StudentModel
 
-BUILDER_VERSION = "tiny-student/2"
+BUILDER_VERSION = "tiny-student/1"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 UNK, BOS, EOS = SPECIAL_TOKENS
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
@@ -137,7 +137,6 @@ def _pre_tokenizer():
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True),
         pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
         pre_tokenizers.Punctuation(behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=False),
     ])
 
 
@@ -213,7 +212,9 @@ def merges_leftmost_agrees_with(alphabet: list[str], merges: list[tuple[str, str
 
 
 def _write_model(out: Path, seed: int, sizes: dict, vocab_size: int) -> None:
-    import torch
+    from lrl_harness.training import import_torch
+
+    torch = import_torch()
     from safetensors.torch import save_file
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 

@@ -12,8 +12,6 @@ Threads: torch's default.
 from __future__ import annotations
 
 import gc
-import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.prompting import encode_prompt
+from lrl_harness.training import import_torch
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 DEFAULT_BATCH_SIZE = 32
@@ -29,17 +28,11 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
 
 
 def _import_torch_stack():
-    if "torch" not in sys.modules:
-        # OpenMP threads that spin while waiting starve each other on a shared CPU (measured
-        # 3-4x slower on 2 busy cores); the user's own setting wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch = import_torch()
     try:
-        import torch
         import transformers
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"the transformers backend needs torch and transformers ({exc.name} is missing): "
-            "pip install torch transformers") from None
+    except ImportError:
+        raise BackendUnavailableError("the transformers backend needs transformers: pip install transformers") from None
     return torch, transformers
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lrl_harness.errors import ConfigError
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness_plugins import hf_student, tiny_student

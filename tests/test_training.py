@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from lrl_harness.errors import ConfigError
 from lrl_harness.training import (
     adapter_sha256,

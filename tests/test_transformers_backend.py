@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness.prompting import encode_prompt, prompt_record, render_prompt
