@@ -56,7 +56,7 @@ TINY_LORA = {
     "lr": 2e-3,
     "batch_size": 32,
     "grad_accum": 1,
-    "max_steps": 800,
+    "max_steps": 1400,
     "warmup_ratio": 0.05,
     "schedule": "cosine",
     "weight_decay": 0.0,
