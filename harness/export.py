@@ -48,7 +48,7 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
 
     started = time.perf_counter()
     say = progress or (lambda message: None)
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir, out_dir = Path(model_dir).absolute(), Path(out_dir).absolute()
     quants = _check_quants(quants)
     if adapter_mode not in ADAPTER_MODES:
         raise LrlError(f"unknown adapter mode {adapter_mode!r}; available: {', '.join(ADAPTER_MODES)}")

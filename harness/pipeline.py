@@ -77,7 +77,7 @@ class Pipeline:
                  cache_only: bool = False, pm=None):
         self.config = config
         self.registry = registry
-        self.out = Path(out_dir)
+        self.out = Path(out_dir).absolute()  # subprocesses (the GGUF converter) run elsewhere
         self.ui = ui or UI(quiet=True)
         self.cache_only = cache_only
         self.pm = pm if pm is not None else registry.pm
