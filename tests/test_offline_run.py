@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lrl_harness.check import check
 from lrl_harness.cli import main
 from lrl_harness.results import STAGES, load_results
