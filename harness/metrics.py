@@ -11,14 +11,16 @@ Z95 = 1.959963984540054
 
 
 def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (0, 0 for an empty sample... by convention (0, 1))."""
+    """Wilson score interval for a binomial proportion; (0, 1) for an empty sample."""
     if total <= 0:
         return (0.0, 1.0)
     p = correct / total
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if correct <= 0 else max(0.0, centre - half)  # exact ends: no floating-point crumbs
+    hi = 1.0 if correct >= total else min(1.0, centre + half)
+    return (lo, hi)
 
 
 def wilson_lower_one_sided(correct: int, total: int, alpha: float = 0.05) -> float:
