@@ -6,8 +6,7 @@ else float16, so a 3B student (about 6 GB of weights in fp16) fits a 12 GB card.
 completed greedily in batches (option ``batch_size``, default 32) with left padding; every
 sampling setting is passed explicitly, so a model's own ``generation_config`` (for example a
 repetition penalty shipped with the checkpoint) never changes the result behind the caller's back.
-Threads: torch's default, with OpenMP threads that sleep rather than spin while waiting unless the
-user set ``OMP_WAIT_POLICY`` (see :func:`lrl_harness.training.import_torch`).
+Threads: torch's default.
 """
 
 from __future__ import annotations
