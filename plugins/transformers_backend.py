@@ -12,7 +12,6 @@ Threads: torch's default.
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,6 +143,9 @@ class TransformersBackend:
             eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
 
     def info(self) -> dict[str, Any]:
+        import peft
+        import transformers
+
         torch = self._torch
         return {
             "backend": self.name,
@@ -155,7 +157,8 @@ class TransformersBackend:
             "batch_size": self.batch_size,
             "threads": torch.get_num_threads(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "versions": {name: _version(name) for name in ("torch", "transformers", "peft")},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "peft": peft.__version__},
         }
 
     def close(self) -> None:
@@ -163,13 +166,6 @@ class TransformersBackend:
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _apply_adapter(model, adapter: str):
