@@ -19,7 +19,7 @@ from typing import Any
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.prompting import encode_prompt
-from lrl_harness.training import import_torch, peft_quietly
+from lrl_harness.training import import_torch
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 DEFAULT_BATCH_SIZE = 32
@@ -174,8 +174,7 @@ def _apply_adapter(model, adapter: str):
     except ImportError:
         raise BackendUnavailableError("loading a LoRA adapter needs peft: pip install peft") from None
     try:
-        with peft_quietly():
-            return PeftModel.from_pretrained(model, adapter)
+        return PeftModel.from_pretrained(model, adapter)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load adapter {adapter!r}: {str(exc).splitlines()[0]}") from None
 

@@ -10,7 +10,6 @@ import pytest
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness.prompting import encode_prompt, prompt_record, render_prompt
-from lrl_harness.training import peft_quietly
 from lrl_harness.types import Backend, GenerationSettings, ModelSpec
 from lrl_harness_plugins import transformers_backend as backend_module
 from lrl_harness_plugins.tiny_student import build_tiny_student
@@ -51,8 +50,7 @@ def adapter_dir(model_dir, tmp_path_factory):
     config = peft.LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
                              init_lora_weights=False, task_type="CAUSAL_LM")
     out = tmp_path_factory.mktemp("adapter")
-    with peft_quietly():
-        peft.get_peft_model(base, config).save_pretrained(out)
+    peft.get_peft_model(base, config).save_pretrained(out)
     return out
 
 
@@ -151,10 +149,8 @@ def test_adapter_is_applied(model_dir, adapter_dir, backend):
     assert [c.text for c in adapted] != [c.text for c in backend.generate(PROMPTS, settings)]
     assert with_adapter.info()["adapter"] == str(adapter_dir)
 
-    with peft_quietly():
-        reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
-    eos = with_adapter.tokenizer.eos_token_id
-    expected = _manual_greedy(reference.eval(), with_adapter.tokenize(PROMPTS[0]), 12, eos)
+    reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir).eval()
+    expected = _manual_greedy(reference, with_adapter.tokenize(PROMPTS[0]), 12, with_adapter.tokenizer.eos_token_id)
     assert adapted[0].text == with_adapter.tokenizer.decode(expected, skip_special_tokens=True)
 
 
