@@ -30,8 +30,9 @@ def register_teachers(register):
 
 @hookspec
 def register_students(register):
-    """Register student factories: ``register(name, factory)``; ``factory(options=..., ctx=...)``
-    returns a StudentModel (a Hugging Face model directory or hub id, plus training defaults)."""
+    """Register student factories: ``register(name, factory)``; ``factory(task=..., options=...,
+    cache_dir=...)`` returns a StudentModel (a Hugging Face model directory or hub id, plus training
+    defaults)."""
 
 
 @hookspec
