@@ -125,3 +125,10 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
         except json.JSONDecodeError:
             out[key.strip()] = raw
     return out
+
+
+def parse_flag(value) -> bool:
+    """An on/off option given as a bool or as text from the command line ("false", "0", "no")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return bool(value)

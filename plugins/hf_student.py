@@ -12,21 +12,10 @@ from pathlib import Path
 
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.training import DEFAULT_SETTINGS
 from lrl_harness.types import StudentModel
 
-ORIGINAL_LORA = {
-    "r": 8,
-    "alpha": 16,
-    "dropout": 0.05,
-    "target_modules": ["q_proj", "v_proj"],
-    "modules_to_save": None,
-    "epochs": 3,
-    "lr": 2e-4,
-    "batch_size": 1,
-    "grad_accum": 8,
-    "warmup_ratio": 0.0,
-    "schedule": "linear",
-}
+ORIGINAL_LORA = dict(DEFAULT_SETTINGS)  # the original experiment's recipe
 KNOWN_OPTIONS = {"model", "chat_template", "max_new_tokens", "transfer_examples", "lora"}
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from lrl_harness import hookimpl
+from lrl_harness.config import parse_flag
 from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
@@ -71,7 +72,7 @@ class LlamaCppBackend:
         self.n_ctx = int(options.get("n_ctx") or min(2048, _trained_context(header) or 2048))
         self.n_batch = int(options.get("n_batch", 512))
         self.seed = int(options.get("seed", 0))
-        self.prefix_cache = _flag(options.get("prefix_cache", True))
+        self.prefix_cache = parse_flag(options.get("prefix_cache", True))
         self.lora_scale = float(options.get("lora_scale", 1.0))
         try:
             self.llm = Llama(
@@ -236,13 +237,6 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str | None:
     """``text`` up to the earliest stop string, or None when none occurs."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return text[:min(hits)] if hits else None
-
-
-def _flag(value) -> bool:
-    """An on/off option given as a bool or as text from the command line ("false", "0", "no")."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "off", "")
-    return bool(value)
 
 
 def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:

@@ -24,6 +24,7 @@ import urllib.request
 from typing import Any
 
 from lrl_harness import hookimpl
+from lrl_harness.config import parse_flag
 from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
@@ -62,7 +63,7 @@ class OpenAIBackend:
         self.max_retries = int(options.get("max_retries", 2))
         self.penalty_fields = tuple(options.get("penalty_fields", PENALTY_FIELDS))
         self.extra_body = dict(options.get("extra_body") or {})
-        self.stream = _flag(options.get("stream", True))
+        self.stream = parse_flag(options.get("stream", True))
         self.model = model
         self._tokenize_route: str | None = None
         self.server_models = self._models()
@@ -262,13 +263,6 @@ def _message_of(error: Any) -> str:
     if isinstance(error, dict):
         error = error.get("message") or error
     return " ".join(str(error).split())[:300]
-
-
-def _flag(value) -> bool:
-    """An on/off option given as a bool or as text from the command line ("false", "0", "no")."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "off", "")
-    return bool(value)
 
 
 def factory(model: ModelSpec, options: dict | None = None) -> OpenAIBackend:
