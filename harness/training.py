@@ -39,7 +39,9 @@ DEFAULT_SETTINGS = {
     "weight_decay": 0.0,
     "max_grad_norm": 1.0,
     "device": "auto",
+    "dtype": "auto",
 }
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
 ADAPTER_PREFIX = "adapter_"
 
@@ -49,6 +51,8 @@ def resolve_settings(settings: dict | None) -> dict:
     if unknown:
         raise ConfigError(f"unknown LoRA setting {unknown[0]!r}; known: {', '.join(DEFAULT_SETTINGS)}")
     s = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+    if s["dtype"] not in DTYPES:
+        raise ConfigError(f"unknown LoRA dtype {s['dtype']!r}; available: {', '.join(DTYPES)}")
     if s["schedule"] not in SCHEDULES:
         raise ConfigError(f"unknown LoRA schedule {s['schedule']!r}; available: {', '.join(SCHEDULES)}")
     for key in ("r", "batch_size", "grad_accum"):
@@ -135,9 +139,7 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         raise ConfigError("no training examples")
     started = time.perf_counter()
     device = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float32
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = training_dtype(torch, device, s["dtype"])
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     eos_id = tokenizer.eos_token_id
@@ -181,6 +183,18 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
     return report
 
 
+def training_dtype(torch, device: str, requested: str = "auto"):
+    """The base model's dtype: float32 on the CPU; on a GPU bfloat16 where supported, else float16
+    (with loss scaling), unless ``requested`` names one (``float16`` mimics a pre-Ampere card)."""
+    if requested != "auto":
+        if requested != "float32" and not device.startswith("cuda"):
+            raise ConfigError(f"LoRA dtype {requested} needs a CUDA device; the CPU trains in float32")
+        return getattr(torch, requested)
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress) -> dict:
     micro, accum = s["batch_size"], s["grad_accum"]
     per_step = micro * accum
@@ -191,7 +205,7 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     warmup = int(round(s["warmup_ratio"] * total))
     optimizer = torch.optim.AdamW(trainable, lr=s["lr"], weight_decay=s["weight_decay"])
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda")
+    autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda") and dtype != torch.float32
                 else torch.autocast("cpu", enabled=False))
     batches_stream = _micro_batches(torch, encoded, micro, seed)
     log_every = max(1, total // 50)

@@ -2,7 +2,9 @@
 
 Device: CUDA when available, else CPU (option ``device``). Dtype (option ``dtype`` or
 ``ModelSpec.dtype``): float32 on CPU; on a GPU bfloat16 where it is supported (Ampere and later),
-else float16, so a 3B student (about 6 GB of weights in fp16) fits a 12 GB card. Prompts are
+else float16, so a 3B student (about 6 GB of weights in fp16) fits a 12 GB card. Option
+``max_memory_gb`` caps what torch may allocate on the GPU, so a large card can stand in for a
+small one (``dtype=float16,max_memory_gb=12`` behaves like a pre-Ampere 12 GB card). Prompts are
 completed greedily in batches (option ``batch_size``, default 32) with left padding; every
 sampling setting is passed explicitly, so a model's own ``generation_config`` (for example a
 repetition penalty shipped with the checkpoint) never changes the result behind the caller's back.
@@ -75,6 +77,9 @@ class TransformersBackend:
             raise ConfigError(f"cannot load model {model.path!r}: {str(exc).splitlines()[0]}") from None
         if model.adapter:
             self.model = _apply_adapter(self.model, model.adapter)
+        self.max_memory_gb = _cap_gpu_memory(torch, self.device, options.get("max_memory_gb"))
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -117,6 +122,8 @@ class TransformersBackend:
                 input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
                 generation_config=self._generation_config(settings), streamer=timer,
                 **({"stop_strings": list(settings.stop), "tokenizer": self.tokenizer} if settings.stop else {}))
+        if self.device.startswith("cuda"):  # kernels run asynchronously: time the work, not its launch
+            torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - started
         completions = []
         for row, ids in zip(output[:, width:].tolist(), batch):
@@ -156,16 +163,47 @@ class TransformersBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "batch_size": self.batch_size,
             "threads": torch.get_num_threads(),
+            **self._gpu_memory(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "peft": peft.__version__},
         }
+
+    def _gpu_memory(self) -> dict[str, Any]:
+        """Peak GPU memory since loading (weights included), as torch's allocator saw it."""
+        if not self.device.startswith("cuda"):
+            return {}
+        torch = self._torch
+        props = torch.cuda.get_device_properties(self.device)
+        return {"gpu": {
+            "capability": f"{props.major}.{props.minor}",
+            "total_mib": round(props.total_memory / 2**20, 1),
+            "max_memory_gb": self.max_memory_gb,
+            "peak_allocated_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1),
+            "peak_reserved_mib": round(torch.cuda.max_memory_reserved(self.device) / 2**20, 1),
+        }}
 
     def close(self) -> None:
         self.model = None
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+def _cap_gpu_memory(torch, device: str, max_memory_gb) -> float | None:
+    if max_memory_gb in (None, ""):
+        return None
+    try:
+        cap = float(max_memory_gb)
+    except (TypeError, ValueError):
+        raise ConfigError(f"transformers option max_memory_gb must be a number of GB, got {max_memory_gb!r}") from None
+    if cap <= 0:
+        raise ConfigError(f"transformers option max_memory_gb must be positive, got {max_memory_gb!r}")
+    if not device.startswith("cuda"):
+        raise ConfigError("transformers option max_memory_gb applies to a CUDA device only")
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), device)
+    return cap
 
 
 def _apply_adapter(model, adapter: str):
