@@ -201,8 +201,10 @@ def _cap_gpu_memory(torch, device: str, max_memory_gb) -> float | None:
         raise ConfigError(f"transformers option max_memory_gb must be positive, got {max_memory_gb!r}")
     if not device.startswith("cuda"):
         raise ConfigError("transformers option max_memory_gb applies to a CUDA device only")
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), device)
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    total = torch.cuda.get_device_properties(index).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), index)
     return cap
 
 
