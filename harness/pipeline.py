@@ -156,7 +156,9 @@ class Pipeline:
 
             name = self.config.student
             options = dict(self.config.student_options)
-            if name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
+            if name not in self.registry.names("student") and name.lower().endswith(".gguf"):
+                name, options = "gguf", {**options, "path": self.config.student}
+            elif name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
                 name, options = "hf", {**options, "model": self.config.student}
             reg = self.registry.get("student", name)
             with _status(self.ui, f"preparing student {self.config.student}"):

@@ -10,7 +10,7 @@ from lrl_harness.types import Problem, sha256_text
 
 from . import generator, prompts
 from .extract import extract_answer
-from .solver import max_simultaneous, solve, trace, validate
+from .solver import max_simultaneous, scan, solve, trace, validate
 
 REFERENCE_STRATEGY = """Sweep-line procedure:
 1. Turn every meeting [s-e] into a start event at s and an end event at e.
@@ -120,9 +120,13 @@ class MeetingRoomsTask:
 
     # --- what a non-LLM teacher and the transfer data need ----------------------------------
 
-    def worked_solution(self, problem: Problem) -> str:
-        """The reference strategy applied to one problem, as text ending in the answer."""
-        return trace(problem.data["meetings"], problem.data["rooms"])
+    transfer_formats = ("label", "trace", "scan")
+
+    def worked_solution(self, problem: Problem, fmt: str = "trace") -> str:
+        """A worked solution of one problem, as text ending in the answer: ``trace`` applies the
+        reference (sweep-line) strategy; ``scan`` counts the meetings running at each start time."""
+        write = scan if fmt == "scan" else trace
+        return write(problem.data["meetings"], problem.data["rooms"])
 
     def check_solution(self, problem: Problem, text: str) -> bool:
         """A worked solution is right when its verdict matches the solver's."""
@@ -131,15 +135,15 @@ class MeetingRoomsTask:
     def transfer_examples(self, strategy: str | None, fmt: str, n: int, seed: int, preset: str,
                           exclude: list[Problem] = ()) -> list[dict]:
         """Training pairs built by code from the strategy; every label comes from the solver."""
-        if fmt not in ("label", "trace"):
-            raise LrlError(f"unknown transfer format {fmt!r}; available: label, trace")
+        if fmt not in self.transfer_formats:
+            raise LrlError(f"unknown transfer format {fmt!r}; available: {', '.join(self.transfer_formats)}")
         generate = generator.original if preset == "seed" else generator.balanced
         problems = (generate(n, seed) if preset == "seed"
                     else generate(n, seed, exclude={self.key(p) for p in exclude}))
         examples = []
         for p in problems:
             answer = self.solve(p)
-            target = f"Answer: {answer}" if fmt == "label" else self.worked_solution(p)
+            target = f"Answer: {answer}" if fmt == "label" else self.worked_solution(p, fmt)
             assert extract_answer(target) == answer
             examples.append({"id": p.id, "difficulty": p.difficulty, "expected": answer, "data": p.data,
                              "prompt": self.student_prompt(p, strategy), "target": target})

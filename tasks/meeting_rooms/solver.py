@@ -63,3 +63,25 @@ def trace(meetings: list[Meeting], rooms: int) -> str:
     verdict = "YES" if peak <= rooms else "NO"
     relation = "<=" if peak <= rooms else ">"
     return f"Sweep:\n{steps}\nPeak:{peak} {relation} rooms: {rooms}\nAnswer: {verdict}"
+
+
+def scan(meetings: list[Meeting], rooms: int) -> str:
+    """A worked solution that needs no sorting: at each meeting's start time (in the order the
+    problem lists them, each time once), the meetings running then (start <= t < end) are copied
+    out and counted. The peak of those counts is the most meetings at once, since every overlap
+    peaks at some start.
+
+    Every step is a copy or a comparison of two small numbers, which suits a small pretrained
+    model better than the sweep's sorted event list (whose order it tends to get wrong).
+    """
+    lines, peak, seen = [], 0, set()
+    for start, _ in meetings:
+        if start in seen:
+            continue
+        seen.add(start)
+        running = [(s, e) for s, e in meetings if s <= start < e]
+        peak = max(peak, len(running))
+        lines.append(f"At {start}: {' '.join(f'[{s}-{e}]' for s, e in running)} = {len(running)}")
+    verdict = "YES" if peak <= rooms else "NO"
+    relation = "<=" if peak <= rooms else ">"
+    return "\n".join(lines) + f"\nPeak {peak} {relation} rooms {rooms}\nAnswer: {verdict}"

