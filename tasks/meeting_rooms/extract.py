@@ -89,11 +89,14 @@ _YES_PHRASES = re.compile(
 # Words after which "no" is a conjunction-like answer, not a determiner ("No because the peak is 3").
 _AFTER_NO = {"because", "since", "as", "so", "not", "it", "they", "there", "we", "with", "due", "given"}
 _NEXT_WORD = re.compile(r"[ \t]+([A-Za-z]+)")
+_NEGATED_WORD = re.compile(r"\bnot\s+[*_`\"'(\[]*$", re.IGNORECASE)  # "NO, not YES": a rejected option
+# "No meetings are unschedulable": a negative phrase whose subject is negated says nothing against scheduling
+_NEGATED_SUBJECT = re.compile(r"\bno\s+\w+(?:\s+\w+)?\s+(?:is|are|was|were|remains?)\s+(?:\w+\s+)?$", re.IGNORECASE)
 _HEDGE = re.compile(r"\b(?:if|whether|unless|otherwise|suppose|supposing)\b", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"\n|[.;!?](?=\s|$)")
 _SENTENCE_END = re.compile(r"\n|[.!?](?=\s|$)")
 _CUE = re.compile(
-    r"\b(?:wait|actually|correction|apologi[sz]e|mistake|incorrect|wrong|recount\w*|re-?check\w*"
+    r"\b(?:wait|actually|however|correction|corrected|apologi[sz]e|mistake|incorrect|wrong|recount\w*|re-?check\w*"
     r"|re-?evaluat\w*|reconsider\w*|on\s+second\s+thought)\b",
     re.IGNORECASE,
 )
@@ -185,6 +188,10 @@ def _counts(text: str, answer: str, rule: str, word: int) -> bool:
             return False
     lo, hi = _bounds(text, word, _CLAUSE_END)
     if _HEDGE.search(text, lo, word):
+        return False
+    if rule == "concluding-phrase" and answer == "NO" and _NEGATED_SUBJECT.search(text, lo, word):
+        return False
+    if rule != "concluding-phrase" and _NEGATED_WORD.search(text, lo, word):
         return False
     return not text[lo:hi + 1].rstrip().endswith("?")
 
