@@ -163,7 +163,8 @@ def problems(obj: Context, task_name, preset, split, n, seed):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the re-graded results (this project's format) here.")
 @click.option("--explain", is_flag=True,
-              help="Print every response whose grade changed: problem, recorded and new answer, deciding text.")
+              help="Print every response whose answer or grade changed: problem, recorded and new answer, "
+                   "deciding text.")
 @pass_ctx
 def rescore_command(obj: Context, results_file, task_name, out, explain):
     """Re-grade a results file (ours or the original experiment's, as published) with this project's
