@@ -162,27 +162,27 @@ def problems(obj: Context, task_name, preset, split, n, seed):
 @click.option("--task", "task_name", default="meeting-rooms", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the re-graded results (this project's format) here.")
+@click.option("--explain", is_flag=True,
+              help="Print every response whose answer or grade changed: problem, recorded and new answer, "
+                   "deciding text.")
 @pass_ctx
-def rescore_command(obj: Context, results_file, task_name, out):
-    """Re-grade a results file (ours or the original experiment's) with this project's extractor
-    and solver, and show the corrected metrics next to the recorded ones."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .rescore import rescore
+def rescore_command(obj: Context, results_file, task_name, out, explain):
+    """Re-grade a results file (ours or the original experiment's, as published) with this project's
+    extractor and solver, and show the corrected metrics next to the recorded ones."""
+    from .report import print_tables, rescore_data
+    from .rescore import changed, explain_line, rescore
     from .results import write_json
 
     rescored = rescore(results_file, obj.task(task_name))
-    table = Table(title=f"Re-graded: {results_file.name}")
-    for col in ("stage", "recorded acc.", "accuracy", "balanced", "majority", "unparsed", "95% CI", "n"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for name, block in rescored["stages"].items():
-        rec = block["recorded"].get("accuracy")
-        lo, hi = block["ci95"]
-        table.add_row(name, "-" if rec is None else f"{rec:.3f}", f"{block['accuracy']:.3f}",
-                      f"{block['balanced_accuracy']:.3f}", f"{block['majority_baseline']:.3f}",
-                      str(block["unparsed"]), f"{lo:.3f}-{hi:.3f}", str(block["total"]))
-    Console().print(table)
+    if explain:
+        for stage, record in changed(rescored):
+            click.echo(explain_line(stage, record))
+    extras = rescored["provenance"].get("source_metadata") or {}
+    facts = [f"{k}={v}" for extra in extras.values() if isinstance(extra, dict)
+             for k, v in extra.items() if isinstance(v, (str, int, float))]
+    if facts:
+        click.echo("source metadata: " + ", ".join(facts))
+    print_tables([rescore_data(rescored, title=f"Re-graded: {results_file.name}")])
     if out:
         write_json(out, rescored)
         click.echo(f"wrote {out}")

@@ -116,6 +116,28 @@ def difficulty_data(results: dict) -> TableData:
                      text_columns=1)
 
 
+RESCORE_COLUMNS = ("recorded acc.", "accuracy", "balanced acc.", "majority baseline", "unparsed", "truncated",
+                   "wrong->right", "right->wrong", "95% CI", "n")
+
+
+def rescore_data(results: dict, title: str | None = None) -> TableData:
+    """Re-graded stages beside their recorded figures (``lrl rescore``): recorded and re-graded accuracy,
+    balanced accuracy, majority baseline, unparsed, truncated and the grades changed each way."""
+    rows = []
+    for name, block in ordered_stages(results):
+        recorded = (block.get("recorded") or {}).get("accuracy")
+        changes = block.get("grade_changes") or {}
+        lo, hi = block.get("ci95") or (0.0, 1.0)
+        rows.append([name, "-" if recorded is None else f"{recorded:.3f}", f"{block['accuracy']:.3f}",
+                     f"{block['balanced_accuracy']:.3f}",
+                     f"{block['majority_baseline']:.3f} ({block.get('majority_label') or '-'})",
+                     str(block["unparsed"]), str(block.get("truncated", 0)),
+                     str(changes.get("wrong->right", 0)), str(changes.get("right->wrong", 0)),
+                     f"{lo:.3f}-{hi:.3f}", str(block["total"])])
+    return TableData(title or _title("Re-graded against the recorded grades", results),
+                     ("stage", *RESCORE_COLUMNS), rows, text_columns=1)
+
+
 def _difficulty_cell(block: dict) -> str:
     return f"{block['accuracy']:.3f} / {block['balanced_accuracy']:.3f} (n={block['total']})"
 
@@ -232,6 +254,8 @@ def all_tables(results: dict) -> list[TableData]:
     tables = []
     if results.get("stages"):
         tables += [stage_data(results), difficulty_data(results)]
+        if any("recorded" in block for _, block in ordered_stages(results)):
+            tables.append(rescore_data(results))
     return tables + _benchmark_data(results)
 
 

@@ -9,7 +9,7 @@ from lrl_harness.errors import InvalidProblemError, LrlError
 from lrl_harness.types import Problem, sha256_text
 
 from . import generator, prompts
-from .extract import extract_answer
+from .extract import Verdict, extract_answer, extract_verdict
 from .solver import max_simultaneous, scan, solve, trace, validate
 
 REFERENCE_STRATEGY = """Sweep-line procedure:
@@ -117,6 +117,10 @@ class MeetingRoomsTask:
 
     def extract_answer(self, text: str | None) -> str | None:
         return extract_answer(text)
+
+    def extract_verdict(self, text: str | None) -> Verdict:
+        """The answer with its evidence: the rule that decided and the span of the deciding text."""
+        return extract_verdict(text)
 
     # --- what a non-LLM teacher and the transfer data need ----------------------------------
 
