@@ -184,10 +184,16 @@ def test_bad_options_are_refused():
         OpenAIBackend(ModelSpec(path="m"), {"base_url": "127.0.0.1:8000"})
 
 
-def test_api_key_is_sent_as_bearer(remote, monkeypatch):
+def test_api_key_is_sent_as_bearer_and_never_shown(remote, monkeypatch):
+    """The key from the environment reaches the server as a bearer token and is never in info()."""
+    from slow_server import SlowServer
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    backend = OpenAIBackend(ModelSpec(path="tiny"), {"base_url": remote.base_url})
-    request = backend._request(f"{remote.base_url}/completions", {"prompt": "x"})
-    assert request.get_header("Authorization") == "Bearer sk-test"
-    assert json.loads(request.data) == {"prompt": "x"}
-    assert backend.info()["api_key"] == "set"
+    with SlowServer(delay_s=0.0) as fake:
+        backend = OpenAIBackend(ModelSpec(path="tiny"), {"base_url": fake.base_url})
+        try:
+            backend.generate(["x"], SETTINGS)
+        finally:
+            backend.close()
+        assert fake.authorization == ["Bearer sk-test", "Bearer sk-test"]  # /models, then /completions
+    assert backend.info()["api_key"] == "set" and "sk-test" not in json.dumps(backend.info())
