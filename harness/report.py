@@ -199,10 +199,15 @@ def load_data(results: dict) -> TableData:
 
 def ratio_data(results: dict) -> TableData:
     ratios = (results.get("benchmarks") or {}).get("ratios") or {}
-    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _num(r.get("latency_p50"), 2) + "x",
-             _num(r.get("problems_per_s"), 2) + "x"] for pair, r in ratios.items()]
-    return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "latency p50", "problems/s"), rows,
-                     text_columns=1)
+    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _interval(r.get("latency_mean_ci95")),
+             _num(r.get("latency_p50"), 2) + "x", _num(r.get("problems_per_s"), 2) + "x"]
+            for pair, r in ratios.items()]
+    return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "95% bootstrap", "latency p50",
+                                                 "problems/s"), rows, text_columns=1)
+
+
+def _interval(bounds) -> str:
+    return "-" if not bounds else f"{bounds[0]:.2f}-{bounds[1]:.2f}x"
 
 
 def _title(base: str, where: dict, sep: str = " ") -> str:
@@ -399,7 +404,7 @@ def _load_curve_plot(path: Path, title: str, backends: dict) -> None:
             ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
     ax.set_xlabel("throughput (answered requests per second)")
     ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the level labels above the highest point
     ax.set_xlim(left=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -418,13 +423,17 @@ def _accuracy_latency_plot(path: Path, title: str, backends: dict) -> None:
     baselines = set()
     for i, (label, entry) in enumerate(backends.items()):
         color = _COLORS[i % len(_COLORS)]
-        for j, (key, block) in enumerate(measured_levels(entry)):
+        levels = measured_levels(entry)
+        ax.plot([(b["load"]["e2e"]["p50_s"] or 0.0) * 1000 for _, b in levels], [b["accuracy"] for _, b in levels],
+                "-", color=color, alpha=0.4, linewidth=1)
+        for j, (key, block) in enumerate(levels):
             x = (block["load"]["e2e"]["p50_s"] or 0.0) * 1000
             acc = block["accuracy"]
             lo, hi = block.get("ci95") or (acc, acc)
             ax.errorbar([x], [acc], yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], fmt="o", color=color,
                         capsize=3, label=label if j == 0 else None)
-            ax.annotate(key, (x, acc), textcoords="offset points", xytext=(5, -10), fontsize=7, color=color)
+            ax.annotate(key, (x, acc), textcoords="offset points", xytext=(6, -10 - 9 * j), fontsize=7,
+                        color=color)  # staggered: levels of one target often sit at nearly the same latency
             baselines.add(round(block["majority_baseline"], 4))
     for k, base in enumerate(sorted(baselines)):
         ax.axhline(base, color="#c03030", linestyle="dashed", linewidth=1.5,

@@ -38,6 +38,7 @@ class SlowServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # small SSE writes would otherwise wait for a delayed ACK (~40 ms)
 
             def log_message(self, *args):
                 pass

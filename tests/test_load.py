@@ -193,3 +193,18 @@ def test_check_refuses_a_baseline_measured_elsewhere(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "measured on another machine or software" in err and "cpu" in err
     assert main(["check", str(out), "--baseline", str(other)]) == 0  # accuracy alone compares across machines
+
+
+def test_report_draws_the_load_curve_and_accuracy_against_latency(tmp_path):
+    out = tmp_path / "b.json"
+    with SlowServer(delay_s=0.02) as fast, SlowServer(delay_s=0.08) as slow:
+        assert main(["bench", "--n", "8", "--concurrency", "1,4", "--warmup", "0", "--out", str(out), "-q",
+                     "--in-process", "--target", f"fast:openai=slow,base_url={fast.base_url}",
+                     "--target", f"slow:openai=slow,base_url={slow.base_url}"]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    report = tmp_path / "report"
+    for name in ("load_curve.png", "accuracy_vs_latency.png", "accuracy_by_backend.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (report / "latency_by_backend.png").exists()  # per-problem latency plot: sequential benches only
+    markdown = (report / "report.md").read_text()
+    assert "Benchmark: under load" in markdown and "| fast | c=4 |" in markdown and "95% bootstrap" in markdown
