@@ -258,7 +258,7 @@ def measure_isolated(task_name: str | None, problems, prompts, target: Target, s
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(send, task_name, list(problems), list(prompts), target,
-                                                      settings, plan), daemon=True)
+                                                      settings, plan))  # not a daemon: vLLM starts workers
     with progress(f"bench {target.label} (own process)", 1) as advance:
         child.start()
         send.close()
@@ -269,6 +269,9 @@ def measure_isolated(task_name: str | None, problems, prompts, target: Target, s
             raise LrlError(f"{target.label}: the measuring process died (exit code {child.exitcode})") from None
         finally:
             child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+                child.join()
             receive.close()
         advance(1)
     if kind == "error":
