@@ -1,12 +1,25 @@
 """Benchmark backends on a task split: accuracy and speed of the same model on several engines.
 
-Each target is loaded, warmed up on a few prompts that are not counted, then asked every problem
-one at a time, so latency is per problem and comparable across engines. The command measures by
-itself (wall clock around each ``generate`` call); backends add time to first token when they know it.
+Two modes. Without a load (the default), each target is loaded, warmed up on a few prompts that are
+not counted, then asked every problem one at a time, so latency is per problem and comparable across
+engines. With ``--concurrency`` and/or ``--request-rate`` (``harness/load.py``), every problem is sent
+under each load level, and each level gets the full accuracy block, latency distributions (TTFT, ITL,
+TPOT, end to end), throughput, errors, retries, the measured peak in flight, and a paired comparison
+of its answers with those of the reference level (concurrency 1 when measured).
+
+The command runs each target in its own process (spawned), in random order recorded in the results,
+with the same number of CPU threads for every CPU target (or a ``--threads`` sweep), so load time,
+peak RSS and warm state are the target's own. Every bench stores a comparability key (hardware and
+software fingerprint); ``lrl check --latency-ratio`` refuses baselines measured on another key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import os
+import random
 import resource
 import statistics
 import sys
@@ -22,9 +35,11 @@ import click
 
 from . import machine
 from .errors import ConfigError, LrlError
-from .metrics import score_stage
+from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, parse_levels, parse_slo, spread
+from .load import percentile as percentile
+from .metrics import paired_comparison, score_stage
 from .results import load_results, new_results, write_json
-from .types import GenerationSettings, ModelSpec, Problem, sha256_text
+from .types import Completion, GenerationSettings, ModelSpec, Problem, sha256_text
 
 MODEL_FIELDS = ("name", "adapter", "tokenizer", "dtype")
 """Target options that describe the model (ModelSpec fields); every other option goes to the backend."""
@@ -108,15 +123,26 @@ Progress = Callable[[str, int], Any]
 (``lrl_harness.progress.UI.task`` is one)."""
 
 
+CPU_BACKENDS = {"llamacpp": "n_threads", "transformers": None}
+"""Backends that compute on this machine's CPU, and the option that sets their threads (None: the
+process's torch threads, set in the target's own process)."""
+
+
 def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Target], warmup: int = 2,
               repeats: int = 1, progress: Progress | None = None, *,
               settings: GenerationSettings | None = None, strategy: str | None = None,
               prompts: Sequence[str] | None = None, preset: str | None = None,
-              split: str | None = None) -> dict:
+              split: str | None = None, levels: Sequence[Level] | None = None, slo: dict | None = None,
+              seed: int = 0, isolate: bool = False, order: str = "given",
+              threads: Sequence[int] | None = None) -> dict:
     """Measure every target on ``problems`` and return the ``benchmarks`` section of a results file.
 
     ``prompts`` defaults to ``task.student_prompt(problem, strategy)``. Each problem is asked
-    ``repeats`` times; the first answer is scored, every timing counts.
+    ``repeats`` times; the first answer is scored, every timing counts. ``levels``: load levels
+    (``harness/load.py``) instead of one request at a time. ``isolate``: each target in its own
+    spawned process (its task is rebuilt there from the installed plugins by name). ``order``:
+    ``"given"`` or ``"random"`` (seeded). ``threads``: CPU threads for every CPU target, one
+    measurement per value (a target's own thread option wins).
     """
     if not problems:
         raise LrlError("nothing to benchmark: no problems")
@@ -124,26 +150,161 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
         raise LrlError("nothing to benchmark: give at least one --target (or --run)")
     if warmup < 0 or repeats < 1:
         raise LrlError(f"warm-up must be >= 0 and repeats >= 1 (got {warmup} and {repeats})")
+    if order not in ("given", "random"):
+        raise ConfigError(f"order must be 'given' or 'random', got {order!r}")
+    if threads is not None and (not threads or any(not isinstance(t, int) or t < 1 for t in threads)):
+        raise ConfigError(f"threads must be positive integers, got {threads!r}")
     targets = unique_labels(targets)
     for t in targets:  # an unknown backend fails before anything slow starts
         registry.get("backend", t.backend)
+    targets = with_threads(targets, threads)
     settings = settings or GenerationSettings()
     prompts = list(prompts) if prompts is not None else [task.student_prompt(p, strategy) for p in problems]
     if len(prompts) != len(problems):
         raise LrlError(f"{len(prompts)} prompts for {len(problems)} problems")
-    backends = {t.label: measure_target(registry, task, problems, prompts, t, settings, warmup, repeats,
-                                        progress or _silent) for t in targets}
+    ordered = list(targets)
+    if order == "random":
+        random.Random(seed).shuffle(ordered)
+    plan = {"warmup": warmup, "repeats": repeats, "levels": list(levels or []), "slo": dict(slo or {}),
+            "seed": seed}
+    measured = {}
+    for target in ordered:
+        if isolate:
+            measured[target.label] = measure_isolated(getattr(task, "name", None), problems, prompts, target,
+                                                      settings, plan, progress or _silent)
+        else:
+            measured[target.label] = measure(registry, task, problems, prompts, target, settings, plan,
+                                             progress or _silent)
+    backends = {t.label: measured[t.label] for t in targets}
     fingerprint = machine.fingerprint()
-    fingerprint["threads_used"] = {label: e["info"].get("threads", e["info"].get("n_threads"))
+    fingerprint["threads_used"] = {label: e.get("threads") or e["info"].get("threads", e["info"].get("n_threads"))
                                    for label, e in backends.items()}
-    return {
+    bench = {
         "task": getattr(task, "name", None), "preset": preset, "split": split, "n": len(problems),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": settings.to_dict(), "strategy_in_prompt": strategy is not None,
         "strategy_sha256": sha256_text(strategy) if strategy is not None else None,
         "warmup": warmup, "repeats": repeats, "machine": fingerprint,
+        "comparability": comparability_key(fingerprint),
+        "isolated": isolate, "order": [t.label for t in ordered], "order_rule": order, "seed": seed,
+        "threads": list(threads) if threads else None,
+        "timing_definitions": TIMING_DEFINITIONS,
         "backends": backends, "ratios": ratios(backends),
     }
+    if levels:
+        bench["levels"] = [level.to_dict() | {"key": level.key} for level in levels]
+        bench["slo"] = dict(slo or {})
+    return bench
+
+
+def with_threads(targets: Sequence[Target], threads: Sequence[int] | None) -> list[Target]:
+    """Each CPU target once per thread count (labelled ``LABEL@Nt`` when there are several counts),
+    with its thread option set unless the target sets it itself. Server targets are left alone."""
+    if not threads:
+        return list(targets)
+    out = []
+    for t in targets:
+        if t.backend not in CPU_BACKENDS:
+            out.append(t)
+            continue
+        for n in threads:
+            option = CPU_BACKENDS[t.backend]
+            options = dict(t.options)
+            if option and option not in options:
+                options[option] = n
+            label = f"{t.label}@{n}t" if len(threads) > 1 else t.label
+            out.append(Target(label, t.backend, t.model, options | {"_threads": n}))
+    return out
+
+
+def comparability_key(fingerprint: dict) -> dict:
+    """What must be equal for two benches' timings to be compared: CPU, cores, GPU, OS, Python, the
+    packages that run the models, and the threads each target used. ``key`` is a short hash of them."""
+    gpu = fingerprint.get("gpu") or {}
+    fields_ = {
+        "cpu": fingerprint.get("cpu"), "cores": fingerprint.get("cores"),
+        "usable_cores": fingerprint.get("usable_cores"), "machine": fingerprint.get("machine"),
+        "system": fingerprint.get("system"), "python": fingerprint.get("python"),
+        "gpu": gpu.get("name") if isinstance(gpu, dict) else None,
+        "packages": {k: v for k, v in (fingerprint.get("packages") or {}).items()
+                     if k in ("torch", "transformers", "llama-cpp-python", "vllm", "lrl-harness")},
+        "threads_used": fingerprint.get("threads_used"),
+    }
+    blob = json.dumps(fields_, sort_keys=True, default=str)
+    return {"key": hashlib.sha256(blob.encode()).hexdigest()[:16], "fields": fields_}
+
+
+def measure(registry, task, problems, prompts, target: Target, settings: GenerationSettings, plan: dict,
+            progress: Progress = _silent) -> dict:
+    """One target's entry, in this process: under load levels when the plan has them."""
+    n_threads = target.options.get("_threads")
+    target = target._replace(options={k: v for k, v in target.options.items() if k != "_threads"})
+    if plan["levels"]:
+        entry = measure_load(registry, task, problems, prompts, target, settings, plan, progress)
+    else:
+        entry = measure_target(registry, task, problems, prompts, target, settings, plan["warmup"],
+                               plan["repeats"], progress)
+    entry["threads"] = n_threads or entry["info"].get("threads") or entry["info"].get("n_threads")
+    return entry
+
+
+def measure_isolated(task_name: str | None, problems, prompts, target: Target, settings: GenerationSettings,
+                     plan: dict, progress: Progress = _silent) -> dict:
+    """``measure`` in a fresh spawned process: its load time, peak RSS and warm state are its own."""
+    import multiprocessing
+
+    if not task_name:
+        raise LrlError("cannot measure in a separate process: the task has no name (use in-process mode)")
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(send, task_name, list(problems), list(prompts), target,
+                                                      settings, plan))  # not a daemon: vLLM starts workers
+    with progress(f"bench {target.label} (own process)", 1) as advance:
+        child.start()
+        send.close()
+        try:
+            kind, payload = receive.recv()
+        except EOFError:
+            child.join()
+            raise LrlError(f"{target.label}: the measuring process died (exit code {child.exitcode})") from None
+        finally:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+                child.join()
+            receive.close()
+        advance(1)
+    if kind == "error":
+        raise LrlError(payload)
+    if kind == "crash":
+        raise RuntimeError(f"{target.label}: {payload}")
+    return payload
+
+
+def _child_main(conn, task_name, problems, prompts, target: Target, settings, plan) -> None:
+    n_threads = target.options.get("_threads")
+    if n_threads:  # before anything imports torch or an OpenMP runtime
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(n_threads)
+    try:
+        from .plugins import Registry, make_plugin_manager
+
+        registry = Registry(make_plugin_manager())
+        if n_threads and target.backend == "transformers":
+            import torch
+
+            torch.set_num_threads(int(n_threads))
+        task = registry.get("task", task_name).factory()
+        entry = measure(registry, task, problems, prompts, target, settings, plan)
+        entry["memory"]["note"] = ("peak RSS of this target's own process; RSS growth is from before loading to "
+                                   "the end of the run; a server backend's memory is not seen here")
+        conn.send(("ok", entry))
+    except LrlError as exc:
+        conn.send(("error", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - reported in the parent, which shows the traceback's line
+        conn.send(("crash", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
 
 
 def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
@@ -195,9 +356,132 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
                     "before loading to the end of the run; a server backend's memory is not seen here",
         },
         "inconsistent_repeats": sum(1 for runs in timings if len({c.text for _, c in runs}) > 1),
+        "spread": _sequential_spread(timings, repeats),
         "results": records,
     }
     return entry
+
+
+def _sequential_spread(timings: list[list[tuple[float, Any]]], repeats: int) -> dict:
+    """Mean and median latency and problems per second of each pass over the problems, spread over passes."""
+    passes = [[runs[r][0] for runs in timings] for r in range(repeats)]
+    return {"latency_mean_s": spread([statistics.fmean(p) for p in passes]),
+            "latency_p50_s": spread([statistics.median(p) for p in passes]),
+            "problems_per_s": spread([len(p) / sum(p) if sum(p) > 0 else None for p in passes])}
+
+
+def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
+                 settings: GenerationSettings, plan: dict, progress: Progress = _silent) -> dict:
+    """Load one target, warm it up, then send every problem under each load level of the plan.
+
+    A backend with ``agenerate`` (the openai backend) is driven concurrently on its own event loop; an
+    in-process backend answers one request at a time, so only a level of concurrency 1 without a rate
+    is measured for it (the others are recorded as skipped). The entry's top-level accuracy block,
+    ``latency`` and ``results`` are those of the reference level (concurrency 1 when it was measured).
+    """
+    levels: list[Level] = plan["levels"]
+    repeats, seed, slo = plan["repeats"], plan["seed"], plan["slo"]
+    torch = _cuda_torch()
+    if torch is not None:
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = _current_rss_mib()
+    started = time.perf_counter()
+    backend = registry.get("backend", target.backend).factory(model=target.model, options=dict(target.options))
+    load_s = time.perf_counter() - started
+    concurrent = callable(getattr(backend, "agenerate", None)) and callable(getattr(backend, "run", None))
+    blocks: dict[str, dict] = {}
+    try:
+        info = backend.info()
+        for i in range(plan["warmup"]):
+            backend.generate([prompts[i % len(prompts)]], settings)
+        for level in levels:
+            if not concurrent and (level.rate is not None or (level.concurrency or 1) > 1):
+                blocks[level.key] = {"level": level.to_dict(),
+                                     "skipped": f"the {target.backend} backend answers one request at a time"}
+                continue
+            runs = []
+            for r in range(repeats):
+                with progress(f"bench {target.label} {level.key}", len(problems)) as advance:
+                    def done(_outcome, advance=advance):
+                        advance(1)
+
+                    if concurrent:
+                        async def send(i):
+                            return await backend.agenerate(prompts[i], settings)
+
+                        run = backend.run(drive(send, len(problems), level, seed + r, done))
+                    else:
+                        async def send(i):
+                            [completion] = backend.generate([prompts[i]], settings)
+                            return completion
+
+                        run = asyncio.run(drive(send, len(problems), level, seed + r, done))
+                runs.append(run)
+            blocks[level.key] = _level_block(task, problems, prompts, runs, slo)
+        elapsed = time.perf_counter() - started
+        rss_loaded = _current_rss_mib()
+        info = backend.info()
+    finally:
+        backend.close()
+    measured = [k for k, b in blocks.items() if "skipped" not in b]
+    if not measured:
+        raise LrlError(f"{target.label}: no load level can be measured on the {target.backend} backend "
+                       "(it answers one request at a time: use --concurrency 1)")
+    for key in measured:
+        block = blocks[key]
+        if block["load"]["errors"] == block["load"]["requests"]:
+            raise LrlError(f"{target.label} at {key}: all {block['total']} requests failed: "
+                           f"{block['load']['error_examples'][0]}")
+    reference = next((k for k in measured if blocks[k]["load"]["level"] == {"concurrency": 1,
+                                                                             "request_rate": None}), measured[0])
+    for key in measured:
+        comparison = paired_comparison(blocks[reference]["results"], blocks[key]["results"])
+        comparison["reference"] = reference
+        comparison["significant_at_0.05"] = comparison["mcnemar_p"] < 0.05
+        blocks[key]["paired_vs_reference"] = comparison
+    ref = blocks[reference]
+    torch = _cuda_torch()
+    return {
+        **{k: v for k, v in ref.items() if k not in ("load", "spread", "paired_vs_reference", "results")},
+        "label": target.label, "backend": target.backend, "model": asdict(target.model),
+        "options": dict(target.options), "info": info, "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
+        "warmup": plan["warmup"], "repeats": repeats, "reference_level": reference,
+        "latency": {k: ref["load"]["e2e"][k] for k in ("mean_s", "p50_s", "p90_s", "p99_s")},
+        "memory": {
+            "peak_rss_mib": _peak_rss_mib(),
+            "rss_growth_mib": _difference(rss_loaded, rss_before),
+            "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
+            "gpu_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1) if torch else None,
+            "note": "peak RSS is this process's peak so far (earlier targets included); a server backend's "
+                    "memory is not seen here",
+        },
+        "levels": blocks,
+        "results": ref["results"],
+    }
+
+
+def _level_block(task, problems, prompts, runs, slo: dict) -> dict:
+    """Accuracy (first repeat's answers) and load metrics of one level; figures spread over repeats."""
+    first = runs[0]
+    records = []
+    for outcome in sorted(first.outcomes, key=lambda o: o.index):
+        problem, prompt = problems[outcome.index], prompts[outcome.index]
+        if outcome.error is not None:
+            record = make_record(task, problem, prompt, Completion(text=""), outcome.e2e_s)
+            record.update(answer=None, correct=False, error=outcome.error)
+        else:
+            record = make_record(task, problem, prompt, outcome.completion, outcome.e2e_s)
+        record["retries"] = outcome.retries
+        records.append(record)
+    correct = [r["correct"] for r in records]
+    metrics = [load_metrics(run, correct if i == 0 else None, slo) for i, run in enumerate(runs)]
+    figures = {"e2e_p50_s": ("e2e", "p50_s"), "e2e_p99_s": ("e2e", "p99_s"), "ttft_p50_s": ("ttft", "p50_s"),
+               "ttft_p99_s": ("ttft", "p99_s"), "itl_p50_s": ("itl", "p50_s"), "tpot_p50_s": ("tpot", "p50_s")}
+    spreads = {name: spread([m[a][b] for m in metrics]) for name, (a, b) in figures.items()}
+    for name in ("requests_per_s", "output_tokens_per_s", "peak_in_flight"):
+        spreads[name] = spread([m[name] for m in metrics])
+    return {**score_stage(records), "load": metrics[0], "spread": spreads,
+            "repeats_errors": [m["errors"] for m in metrics], "results": records}
 
 
 def _record(task, problem: Problem, prompt: str, runs: list[tuple[float, Any]]) -> dict:
@@ -252,30 +536,35 @@ def speed(timings: list[list[tuple[float, Any]]]) -> dict:
     }
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def ratios(backends: dict) -> dict:
     """``"A/B"`` for every pair measured in the same run: latency (above 1: A is slower) and
-    problems per second (above 1: A gets through more)."""
+    problems per second (above 1: A gets through more), and a 95% bootstrap interval of the mean
+    latency ratio, resampling the problems both answered (paired)."""
     labels = list(backends)
     out = {}
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
             la, lb = backends[a]["latency"], backends[b]["latency"]
-            ta, tb = backends[a]["throughput"], backends[b]["throughput"]
+            ta, tb = backends[a].get("throughput") or {}, backends[b].get("throughput") or {}
+            if "levels" in backends[a] and "levels" in backends[b]:
+                ra, rb = backends[a]["reference_level"], backends[b]["reference_level"]
+                ta = {"problems_per_s": backends[a]["levels"][ra]["load"]["requests_per_s"]}
+                tb = {"problems_per_s": backends[b]["levels"][rb]["load"]["requests_per_s"]}
             out[f"{a}/{b}"] = {
                 "latency_mean": _ratio(la["mean_s"], lb["mean_s"]),
                 "latency_p50": _ratio(la["p50_s"], lb["p50_s"]),
-                "problems_per_s": _ratio(ta["problems_per_s"], tb["problems_per_s"]),
+                "problems_per_s": _ratio(ta.get("problems_per_s"), tb.get("problems_per_s")),
+                "latency_mean_ci95": _bootstrap(backends[a], backends[b]),
             }
     return out
+
+
+def _bootstrap(a: dict, b: dict) -> list[float] | None:
+    b_by_id = {r["problem_id"]: r for r in b.get("results") or [] if not r.get("error")}
+    pairs = [(r["latency_s"], b_by_id[r["problem_id"]]["latency_s"]) for r in a.get("results") or []
+             if not r.get("error") and r["problem_id"] in b_by_id]
+    boot = bootstrap_ratio([x for x, _ in pairs], [y for _, y in pairs]) if pairs else None
+    return boot["ci95"] if boot else None
 
 
 def _r(x: float) -> float:
@@ -441,23 +730,51 @@ def check_prompts_match_run(results: dict, problems: Sequence[Problem], prompts:
               help="Uncounted warm-up prompts per target.")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Times each problem is asked.")
 @click.option("--max-new-tokens", type=int, help="Generation limit (default: the run's, else 128).")
+@click.option("--concurrency", metavar="N[,N...]",
+              help="Load levels: requests in flight at once, e.g. 1,4,16 (every problem is sent at each level).")
+@click.option("--request-rate", metavar="R[,R...]",
+              help="Load levels: Poisson arrivals per second (seeded by --seed); one --concurrency value caps "
+                   "the requests in flight.")
+@click.option("--slo", metavar="KEY=S[,...]", help="Service-level objective for goodput, e.g. ttft=0.5,e2e=5 "
+                                                   "(keys ttft, e2e, tpot, itl; seconds).")
+@click.option("--threads", "threads_text", metavar="N[,N...]",
+              help="CPU threads for every CPU target (a sweep when several; default: every usable core, "
+                   "the same for all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the target order and arrivals.")
+@click.option("--order", type=click.Choice(["random", "given"]), default="random", show_default=True,
+              help="Order in which the targets are measured (recorded in the results).")
+@click.option("--isolate/--in-process", default=True, show_default=True,
+              help="Measure each target in its own process (its own load time, peak RSS and warm state).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_file, warmup, repeats,
-                  max_new_tokens, quiet):
+                  max_new_tokens, concurrency, request_rate, slo, threads_text, seed, order, isolate, quiet):
     """Measure accuracy, latency, throughput and memory of one model on several backends."""
     from .progress import UI
     from .report import benchmark_tables, print_tables
 
+    levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
+    slo_limits = parse_slo(slo)
+    if slo_limits and not levels:
+        raise ConfigError("--slo needs a load: give --concurrency or --request-rate")
+    threads = [int(t) for t in _positive_list("--threads", threads_text)] if threads_text else None
+    if threads is None and isolate:
+        threads = [machine.usable_cores() or 1]
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1 (got {warmup} and {repeats})")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    check_writable(out_file)
     registry = _registry(ctx)
     run = load_results(run_dir / "results.json") if run_dir else {}
     config = run.get("config") or {}
     task_name = task_name or run.get("task") or "meeting-rooms"
     preset = preset or run.get("preset") or "balanced"
     split = split or run.get("split") or "test"
+    results = _results_to_update(out_file, task_name, preset, split)
     task = registry.get("task", task_name).factory()
-    seed = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
-    problems = task.problems(preset, split, n if n is not None else config.get(f"{split}_n"), seed)
+    seed_of_split = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
+    problems = task.problems(preset, split, n if n is not None else config.get(f"{split}_n"), seed_of_split)
     targets = [parse_target(t) for t in target_texts]
     strategy = None
     if run_dir:
@@ -473,14 +790,40 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     if max_new_tokens:
         settings = replace(settings, max_new_tokens=max_new_tokens)
     bench = run_bench(registry, task, problems, targets, warmup=warmup, repeats=repeats, progress=ui.task,
-                      settings=settings, strategy=strategy, prompts=prompts, preset=preset, split=split)
+                      settings=settings, strategy=strategy, prompts=prompts, preset=preset, split=split,
+                      levels=levels, slo=slo_limits, seed=seed, isolate=isolate, order=order, threads=threads)
     if run_dir:
         bench["run"] = str(run_dir)
-    results = _results_to_update(out_file, task_name, preset, split)
     results["benchmarks"] = bench
     write_json(out_file, results)
     print_tables(benchmark_tables(results))
     click.echo(f"wrote {out_file}")
+
+
+def _positive_list(option: str, text: str) -> list[int]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ConfigError(f"{option} takes comma-separated positive integers, got {text!r}") from None
+        if value < 1:
+            raise ConfigError(f"{option} values must be positive, got {part.strip()!r}")
+        values.append(value)
+    return values
+
+
+def check_writable(path: Path) -> None:
+    """ConfigError unless ``path`` can be written (checked before anything is measured)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--out {path} cannot be written (no permission, or not a folder above it)")
 
 
 def _registry(ctx: click.Context):

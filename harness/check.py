@@ -215,6 +215,8 @@ def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float =
     """
     _check_arguments(tolerance, alpha, latency_ratio)
     notes = _check_comparable(results, baseline)
+    if latency_ratio is not None:
+        notes += _check_same_machine(results, baseline)
     new_items = _comparable_blocks(results)
     base_items = _comparable_blocks(baseline)
     common = [key for key in base_items if key in new_items]
@@ -262,6 +264,23 @@ def _check_comparable(results: dict, baseline: dict) -> list[str]:
     if new_version and base_version and new_version != base_version:
         notes.append(f"prompt version differs: {base_version} (baseline) -> {new_version}")
     return notes
+
+
+def _check_same_machine(results: dict, baseline: dict) -> list[str]:
+    """Latency only compares on the same hardware and software: LrlError when both benches carry a
+    comparability key and the keys differ; a loud note when either lacks one."""
+    keys = [((data.get("benchmarks") or {}).get("comparability") or {}) for data in (results, baseline)]
+    if not all(k.get("key") for k in keys):
+        return ["WARNING: latency compared without a comparability key on both sides (older bench?); "
+                "the two may come from different machines or software"]
+    new, base = keys
+    if new["key"] == base["key"]:
+        return []
+    fields = new.get("fields") or {}
+    differ = sorted(k for k in set(fields) | set(base.get("fields") or {})
+                    if fields.get(k) != (base.get("fields") or {}).get(k))
+    raise LrlError(f"cannot compare latency: the baseline was measured on another machine or software "
+                   f"(comparability key {base['key']} vs {new['key']}; differs in: {', '.join(differ) or '?'})")
 
 
 def _comparable_blocks(data: dict) -> dict[tuple[str, str], dict]:

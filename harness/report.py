@@ -163,7 +163,7 @@ def benchmark_accuracy_data(results: dict) -> TableData:
 
 def benchmark_speed_data(results: dict) -> TableData:
     rows = []
-    for label, entry in _backends(results).items():
+    for label, entry in _sequential_backends(results).items():
         lat, ttft = entry.get("latency") or {}, entry.get("ttft") or {}
         rows.append([label, _ms(lat.get("mean_s")), _ms(lat.get("p50_s")), _ms(lat.get("p95_s")),
                      _ms(ttft.get("mean_s")), _ms(ttft.get("p50_s")),
@@ -182,12 +182,54 @@ def benchmark_resource_data(results: dict) -> TableData:
     return TableData("Benchmark: throughput and memory by backend", RESOURCE_COLUMNS, rows, text_columns=1)
 
 
+LOAD_COLUMNS = ("backend", "level", "accuracy", "vs ref. (p)", "e2e p50 ms", "e2e p99 ms", "TTFT p50 ms",
+                "TTFT p99 ms", "ITL p50 ms", "TPOT p50 ms", "req/s", "out tok/s", "errors", "retries",
+                "peak in flight", "goodput")
+
+
+def _sequential_backends(results: dict) -> dict:
+    return {k: v for k, v in _backends(results).items() if "levels" not in v}
+
+
+def _load_backends(results: dict) -> dict:
+    return {k: v for k, v in _backends(results).items() if "levels" in v}
+
+
+def measured_levels(entry: dict) -> list[tuple[str, dict]]:
+    return [(key, block) for key, block in (entry.get("levels") or {}).items() if "load" in block]
+
+
+def load_data(results: dict) -> TableData:
+    """One row per target and load level: accuracy (and its paired difference from the reference level),
+    latency distributions, throughput, errors, retries, measured peak in flight and goodput."""
+    rows = []
+    for label, entry in _load_backends(results).items():
+        for key, block in measured_levels(entry):
+            load, paired = block["load"], block.get("paired_vs_reference") or {}
+            lost = paired.get("only_a_correct", 0) - paired.get("only_b_correct", 0)
+            versus = "ref." if key == entry.get("reference_level") else f"{-lost:+d} ({paired.get('mcnemar_p', 1):.2g})"
+            goodput = (load.get("goodput") or {}).get("share_of_requests")
+            rows.append([label, key, f"{block['accuracy']:.3f}", versus,
+                         _ms(load["e2e"]["p50_s"]), _ms(load["e2e"]["p99_s"]), _ms(load["ttft"]["p50_s"]),
+                         _ms(load["ttft"]["p99_s"]), _ms(load["itl"]["p50_s"]), _ms(load["tpot"]["p50_s"]),
+                         _num(load["requests_per_s"], 2), _num(load["output_tokens_per_s"]),
+                         str(load["errors"]), str(load["retries"]), str(load["peak_in_flight"]),
+                         "-" if goodput is None else f"{goodput:.2f}"])
+    return TableData("Benchmark: under load (accuracy vs reference level: correct answers gained, McNemar p)",
+                     LOAD_COLUMNS, rows)
+
+
 def ratio_data(results: dict) -> TableData:
     ratios = (results.get("benchmarks") or {}).get("ratios") or {}
-    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _num(r.get("latency_p50"), 2) + "x",
-             _num(r.get("problems_per_s"), 2) + "x"] for pair, r in ratios.items()]
-    return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "latency p50", "problems/s"), rows,
-                     text_columns=1)
+    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _interval(r.get("latency_mean_ci95")),
+             _num(r.get("latency_p50"), 2) + "x", _num(r.get("problems_per_s"), 2) + "x"]
+            for pair, r in ratios.items()]
+    return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "95% bootstrap", "latency p50",
+                                                 "problems/s"), rows, text_columns=1)
+
+
+def _interval(bounds) -> str:
+    return "-" if not bounds else f"{bounds[0]:.2f}-{bounds[1]:.2f}x"
 
 
 def _title(base: str, where: dict, sep: str = " ") -> str:
@@ -243,8 +285,12 @@ def benchmark_tables(results: dict) -> list:
 def _benchmark_data(results: dict) -> list[TableData]:
     if not _backends(results):
         return []
-    tables = [benchmark_accuracy_data(results), benchmark_speed_data(results),
-              benchmark_resource_data(results)]
+    tables = [benchmark_accuracy_data(results)]
+    if _sequential_backends(results):
+        tables.append(benchmark_speed_data(results))
+    if _load_backends(results):
+        tables.append(load_data(results))
+    tables.append(benchmark_resource_data(results))
     if (results.get("benchmarks") or {}).get("ratios"):
         tables.append(ratio_data(results))
     return tables
@@ -344,10 +390,87 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
         plots["accuracy_by_backend"] = out_dir / "accuracy_by_backend.png"
         _accuracy_plot(plots["accuracy_by_backend"], _title("Accuracy by backend", bench, "\n"),
                        list(backends), list(backends.values()))
-        plots["latency_by_backend"] = out_dir / "latency_by_backend.png"
-        _latency_plot(plots["latency_by_backend"], _title("Latency per problem by backend", bench, "\n"),
-                      backends)
+        sequential = _sequential_backends(results)
+        if sequential:
+            plots["latency_by_backend"] = out_dir / "latency_by_backend.png"
+            _latency_plot(plots["latency_by_backend"], _title("Latency per problem by backend", bench, "\n"),
+                          sequential)
+        under_load = _load_backends(results)
+        if under_load:
+            plots["load_curve"] = out_dir / "load_curve.png"
+            _load_curve_plot(plots["load_curve"], _title("Load curve", bench, "\n"), under_load)
+            plots["accuracy_vs_latency"] = out_dir / "accuracy_vs_latency.png"
+            _accuracy_latency_plot(plots["accuracy_vs_latency"], _title("Accuracy against latency", bench, "\n"),
+                                   under_load)
     return plots
+
+
+_COLORS = ("#4878a8", "#e0a040", "#50a060", "#c03030", "#8060b0", "#808080")
+
+
+def _load_curve_plot(path: Path, title: str, backends: dict) -> None:
+    """Throughput (answered requests per second) against p50 (solid) and p99 (dashed) end-to-end latency,
+    one line per target through its load levels."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5.0), dpi=110)
+    ax = fig.add_subplot()
+    for i, (label, entry) in enumerate(backends.items()):
+        color = _COLORS[i % len(_COLORS)]
+        points = sorted(((b["load"]["requests_per_s"] or 0.0, b["load"]["e2e"], key)
+                         for key, b in measured_levels(entry)), key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        p50 = [(p[1]["p50_s"] or 0.0) * 1000 for p in points]
+        p99 = [(p[1]["p99_s"] or 0.0) * 1000 for p in points]
+        ax.plot(xs, p50, "o-", color=color, label=f"{label} p50")
+        ax.plot(xs, p99, "s--", color=color, alpha=0.8, label=f"{label} p99")
+        for x, y, (_, _, key) in zip(xs, p99, points, strict=True):
+            ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    ax.set_xlabel("throughput (answered requests per second)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the level labels above the highest point
+    ax.set_xlim(left=0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _accuracy_latency_plot(path: Path, title: str, backends: dict) -> None:
+    """Accuracy (Wilson 95% interval) against median end-to-end latency, every target at every measured
+    level, with the majority baseline: the deployable targets sit top left."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5.0), dpi=110)
+    ax = fig.add_subplot()
+    baselines = set()
+    for i, (label, entry) in enumerate(backends.items()):
+        color = _COLORS[i % len(_COLORS)]
+        levels = measured_levels(entry)
+        ax.plot([(b["load"]["e2e"]["p50_s"] or 0.0) * 1000 for _, b in levels], [b["accuracy"] for _, b in levels],
+                "-", color=color, alpha=0.4, linewidth=1)
+        for j, (key, block) in enumerate(levels):
+            x = (block["load"]["e2e"]["p50_s"] or 0.0) * 1000
+            acc = block["accuracy"]
+            lo, hi = block.get("ci95") or (acc, acc)
+            ax.errorbar([x], [acc], yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], fmt="o", color=color,
+                        capsize=3, label=label if j == 0 else None)
+            ax.annotate(key, (x, acc), textcoords="offset points", xytext=(6, -10 - 9 * j), fontsize=7,
+                        color=color)  # staggered: levels of one target often sit at nearly the same latency
+            baselines.add(round(block["majority_baseline"], 4))
+    for k, base in enumerate(sorted(baselines)):
+        ax.axhline(base, color="#c03030", linestyle="dashed", linewidth=1.5,
+                   label="majority baseline" if k == 0 else None)
+    ax.set_xlabel("median end-to-end latency (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlim(left=0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 # --- documents --------------------------------------------------------------------------------

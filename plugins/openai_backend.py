@@ -1,26 +1,32 @@
 """The ``openai`` backend: any OpenAI-compatible server (vLLM, llama.cpp's server, llama-cpp-python's
-server, ...) through its completions endpoint, with the prompt already rendered.
+server, a cluster gateway in front of several of them) through the official ``openai`` SDK's async
+client, with the prompt already rendered.
 
-Requests are greedy (temperature 0) and streamed, so the time to the first token is measured
-(option ``stream=false``: one answer per request, exact token counts from the server, no ttft).
-The repetition penalty is sent under the names servers read (``repetition_penalty`` for vLLM,
-``repeat_penalty`` for llama.cpp servers, whose default is 1.1, not 1.0); servers ignore names they
-do not know. The official OpenAI API rejects unknown fields: set ``penalty_fields`` to ``[]`` there.
+Requests are greedy (temperature 0) and streamed, so the time to the first token and the gaps
+between tokens are measured (option ``stream=false``: one answer per request, no ttft). ``api`` picks
+the endpoint: ``completions`` (default; the prompt is sent as rendered) or ``chat`` (the prompt is
+sent as one user message and the server applies its chat template). The usage block is asked for in
+the stream (``stream_options.include_usage``); servers that do not send it (llama-cpp-python) get
+their output counted by stream chunks and their prompt by the server's tokenize endpoint, and the
+source is recorded in ``meta["usage_source"]``.
 
-Options: ``base_url`` (http://127.0.0.1:8000/v1), ``api_key`` (else ``$OPENAI_API_KEY``; none for a
-local server), ``model`` (ModelSpec.path), ``timeout_s`` (120), ``max_retries`` (2, for 429, 502-504 and
-dropped connections), ``penalty_fields``, ``extra_body`` (merged into every request).
-Plain ``urllib``: no HTTP client dependency.
+Retries are the harness's own (the SDK's are turned off so they can be counted): 429, 5xx, dropped
+connections and streams that break off are retried ``max_retries`` times with exponential backoff;
+each completion records its retries in ``meta["retries"]``. The repetition penalty is sent under the
+names servers read (``repetition_penalty`` for vLLM, ``repeat_penalty`` for llama.cpp servers, whose
+default is 1.1, not 1.0); set ``penalty_fields`` to ``[]`` for the official OpenAI API.
+
+Options: ``base_url`` (http://127.0.0.1:8000/v1), ``api_key`` (else ``$OPENAI_API_KEY``; never written
+to results or logs), ``model`` (ModelSpec.path), ``api`` (completions | chat), ``timeout_s`` (120),
+``max_retries`` (2), ``stream`` (true), ``concurrency`` (requests in flight in ``generate``; 1),
+``penalty_fields``, ``extra_body`` (merged into every request).
 """
 
 from __future__ import annotations
 
-import http.client
-import json
+import asyncio
 import os
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from lrl_harness import hookimpl
@@ -31,17 +37,36 @@ from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 API_KEY_ENV = "OPENAI_API_KEY"
 PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
-_OPTIONS = {"base_url", "api_key", "model", "timeout_s", "max_retries", "penalty_fields", "extra_body",
-            "stream"}
-_RETRY_STATUS = {429, 502, 503, 504}
+APIS = ("completions", "chat")
+_OPTIONS = {"base_url", "api_key", "model", "api", "timeout_s", "max_retries", "penalty_fields", "extra_body",
+            "stream", "concurrency"}
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_SDK_FIELDS = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "n", "stream",
+               "stream_options", "stop", "seed"}
 
 
 class ServerError(LrlError):
     """The server answered with an error (``status``), or not at all (``status`` None)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
         super().__init__(message)
         self.status = status
+        self.retryable = retryable
+
+
+def _option_error(option: str, accepts: str, value: Any) -> ConfigError:
+    return ConfigError(f"openai backend: option {option!r} must be {accepts}, got {value!r}")
+
+
+def _number(options: dict, key: str, default: float, minimum: float, integer: bool = False) -> Any:
+    value = options.get(key, default)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        what = f"an integer >= {minimum:g}" if integer else f"a number >= {minimum:g}"
+        raise _option_error(key, what, value)
+    if not integer and value <= 0:
+        raise _option_error(key, "a positive number", value)
+    return value
 
 
 class OpenAIBackend:
@@ -58,73 +83,105 @@ class OpenAIBackend:
         self.model_name = str(options.get("model") or model.path or model.name)
         if not self.model_name:
             raise ConfigError("the openai backend needs a model name (ModelSpec.path or the model option)")
+        self.api = str(options.get("api", "completions"))
+        if self.api not in APIS:
+            raise _option_error("api", " or ".join(APIS), self.api)
         self.api_key = options.get("api_key") or os.environ.get(API_KEY_ENV) or None
-        self.timeout = float(options.get("timeout_s", 120))
-        self.max_retries = int(options.get("max_retries", 2))
-        self.penalty_fields = tuple(options.get("penalty_fields", PENALTY_FIELDS))
+        self.timeout = float(_number(options, "timeout_s", 120, 0))
+        self.max_retries = int(_number(options, "max_retries", 2, 0, integer=True))
+        self.concurrency = int(_number(options, "concurrency", 1, 1, integer=True))
+        penalty_fields = options.get("penalty_fields", PENALTY_FIELDS)
+        if isinstance(penalty_fields, str) or not all(isinstance(f, str) for f in penalty_fields):
+            raise _option_error("penalty_fields", "a list of field names", penalty_fields)
+        self.penalty_fields = tuple(penalty_fields)
+        if not isinstance(options.get("extra_body") or {}, dict):
+            raise _option_error("extra_body", "a table of request fields", options["extra_body"])
         self.extra_body = dict(options.get("extra_body") or {})
         self.stream = parse_flag(options.get("stream", True))
         self.model = model
+        self.retries = 0
         self._tokenize_route: str | None = None
-        self.server_models = self._models()
+        try:
+            import openai
+        except ImportError:
+            raise BackendUnavailableError("the openai backend needs the openai package: pip install openai") from None
+        self._openai = openai
+        self._loop = asyncio.new_event_loop()
+        # The SDK's own retries are off: the harness retries, so that it can count them.
+        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "not-needed",
+                                         timeout=self.timeout, max_retries=0)
+        try:
+            self.server_models = self.run(self._models())
+        except BaseException:
+            self.close()
+            raise
 
-    # --- HTTP -----------------------------------------------------------------------------------
+    # --- the event loop this backend's client lives on --------------------------------------------
 
-    def _request(self, url: str, body: dict | None = None) -> urllib.request.Request:
-        headers = {"Accept": "application/json, text/event-stream"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    def run(self, coroutine):
+        """Run a coroutine on this backend's own event loop (the async client is bound to it)."""
+        return self._loop.run_until_complete(coroutine)
 
-    def _open(self, url: str, body: dict | None = None):
-        """Open ``url`` with retries for overload and dropped connections; errors in one line."""
-        for attempt in range(self.max_retries + 1):
+    # --- requests -------------------------------------------------------------------------------
+
+    async def _with_retries(self, url: str, call, counter: list[int] | None = None):
+        """``await call()``, retried on overload, server errors and dropped connections."""
+        attempt = 0
+        while True:
             try:
-                return urllib.request.urlopen(self._request(url, body), timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                if exc.code in _RETRY_STATUS and attempt < self.max_retries:
-                    time.sleep(min(8.0, 0.5 * 2**attempt))
-                    continue
-                raise ServerError(f"{url}: HTTP {exc.code} {_error_detail(exc)}", exc.code) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(reason, TimeoutError):
-                    raise ServerError(f"{url}: no answer within {self.timeout:g} s") from None
-                if attempt < self.max_retries:
-                    time.sleep(min(8.0, 0.5 * 2**attempt))
-                    continue
-                raise BackendUnavailableError(
-                    f"cannot reach the OpenAI-compatible server at {self.base_url}: {reason}") from None
-        raise AssertionError("unreachable")
+                return await call()
+            except ServerError as exc:
+                if not exc.retryable or attempt >= self.max_retries:
+                    raise
+            except Exception as exc:  # noqa: BLE001 - every SDK and transport error becomes one line
+                error = self._translate(url, exc)
+                if not error.retryable or attempt >= self.max_retries:
+                    raise error from None
+            attempt += 1
+            self.retries += 1
+            if counter is not None:
+                counter[0] += 1
+            await asyncio.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
 
-    def _json(self, url: str, body: dict | None = None) -> Any:
-        with self._open(url, body) as resp:
-            raw = resp.read()
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            raise ServerError(f"{url}: the answer is not JSON ({raw[:80]!r})") from None
+    def _translate(self, url: str, exc: Exception) -> ServerError:
+        openai = self._openai
+        if isinstance(exc, openai.APITimeoutError) or isinstance(exc, TimeoutError):
+            return ServerError(f"{url}: no answer within {self.timeout:g} s")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            return ServerError(f"{url}: HTTP {status} {_message_of(exc.body or exc.message)}", status,
+                               retryable=status in _RETRY_STATUS)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return _Unreachable(f"cannot reach the OpenAI-compatible server at {self.base_url}: "
+                                f"{_message_of(str(cause) or type(cause).__name__)}")
+        if _is_transport_error(exc):
+            return ServerError(f"{url}: the stream broke off ({type(exc).__name__})", retryable=True)
+        if isinstance(exc, openai.OpenAIError):
+            return ServerError(f"{url}: {_message_of(str(exc))}")
+        raise exc
 
-    def _models(self) -> list[str] | None:
+    async def _models(self) -> list[str] | None:
         """The server's model list; also proves the server is there (an unreachable one fails here)."""
+        url = f"{self.base_url}/models"
         try:
-            data = self._json(f"{self.base_url}/models")
+            page = await self._with_retries(url, lambda: self.client.models.list())
+        except _Unreachable as exc:
+            raise BackendUnavailableError(str(exc)) from None
         except ServerError as exc:
             if exc.status in (404, 405):
                 return None
             raise
-        entries = data.get("data") if isinstance(data, dict) else None
-        return [m.get("id") for m in entries or [] if isinstance(m, dict)]
+        return [m.id for m in page.data]
 
     # --- tokens ---------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
         """The server's own token ids for ``text`` (llama-cpp-python: /extras/tokenize; vLLM and
         llama.cpp's server: /tokenize)."""
+        return self.run(self.atokenize(text))
+
+    async def atokenize(self, text: str) -> list[int]:
         root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         routes = {
             "extras": (f"{root}/extras/tokenize", {"input": text, "model": self.model_name}),
@@ -135,7 +192,7 @@ class OpenAIBackend:
         for route in order:
             url, body = routes[route]
             try:
-                data = self._json(url, body)
+                data = await self._with_retries(url, lambda u=url, b=body: self.client.post(u, body=b, cast_to=object))
             except ServerError:
                 if self._tokenize_route:
                     raise
@@ -148,8 +205,14 @@ class OpenAIBackend:
     # --- generation -----------------------------------------------------------------------------
 
     def request_body(self, prompt: str, settings: GenerationSettings) -> dict:
-        body = {"model": self.model_name, "prompt": prompt, "max_tokens": int(settings.max_new_tokens),
-                "temperature": float(settings.temperature), "top_p": 1.0, "n": 1, "stream": self.stream}
+        """The JSON body of one request (the SDK sends the fields it knows, the rest as extra body)."""
+        body: dict[str, Any] = {"model": self.model_name, "max_tokens": int(settings.max_new_tokens),
+                                "temperature": float(settings.temperature), "top_p": 1.0, "n": 1,
+                                "stream": self.stream}
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         if settings.stop:
@@ -159,109 +222,137 @@ class OpenAIBackend:
         return {**body, **self.extra_body}
 
     def generate(self, prompts: list[str], settings: GenerationSettings, progress=None) -> list[Completion]:
-        """Complete the prompts one by one; ``progress(done)`` after each."""
-        completions = []
-        for prompt in prompts:
-            completions.append(self._one(prompt, settings))
-            if progress is not None:
-                progress(len(completions))
-        return completions
+        """Complete the prompts, ``concurrency`` at a time, in order; ``progress(done)`` after each."""
+        return self.run(self._generate_all(prompts, settings, progress))
 
-    def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
-        url = f"{self.base_url}/completions"
+    async def _generate_all(self, prompts, settings, progress) -> list[Completion]:
+        gate = asyncio.Semaphore(self.concurrency)
+        done = 0
+
+        async def one(prompt: str) -> Completion:
+            nonlocal done
+            async with gate:
+                completion = await self.agenerate(prompt, settings)
+            done += 1
+            if progress is not None:
+                progress(done)
+            return completion
+
+        tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def agenerate(self, prompt: str, settings: GenerationSettings) -> Completion:
+        """One request, retried as the options say. Times are from the first attempt's start:
+        ``ttft_s`` to the first piece of text, ``latency_s`` to the end of the stream;
+        ``meta["token_times_s"]`` holds the arrival time of every streamed piece of text."""
+        url = f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'completions'}"
+        body = self.request_body(prompt, settings)
+        known = {k: v for k, v in body.items() if k in _SDK_FIELDS}
+        extra = {k: v for k, v in body.items() if k not in _SDK_FIELDS}
+        create = self.client.chat.completions.create if self.api == "chat" else self.client.completions.create
+        retries = [0]
         started = time.perf_counter()
-        ttft, pieces, usage, finish, chunks = None, [], None, None, 0
-        with self._open(url, self.request_body(prompt, settings)) as resp:
-            for event in _sse_events(resp, url, self.timeout):
-                if event.get("error"):
-                    raise ServerError(f"{url}: {_message_of(event['error'])}")
-                if event.get("usage"):
-                    usage = event["usage"]
-                for choice in event.get("choices") or []:
-                    text = choice.get("text") or ""
-                    if text:
-                        if ttft is None and self.stream:
-                            ttft = time.perf_counter() - started
-                        pieces.append(text)
-                        chunks += 1
-                    finish = choice.get("finish_reason") or finish
+
+        async def attempt():
+            response = await create(**known, extra_body=extra or None)
+            if not self.stream:
+                return [response], []
+            chunks, times = [], []
+            try:
+                async for chunk in response:
+                    chunks.append(chunk)
+                    if any(_text_of(choice) for choice in chunk.choices or []):
+                        times.append(time.perf_counter() - started)
+            except Exception as exc:  # noqa: BLE001 - the answer had started: the stream broke off
+                if isinstance(exc, self._openai.APIStatusError):
+                    raise
+                cause = exc.__cause__ or exc
+                raise ServerError(f"{url}: the stream broke off after {len(chunks)} events "
+                                  f"({_message_of(str(cause) or type(cause).__name__)})", retryable=True) from None
+            return chunks, times
+
+        chunks, times = await self._with_retries(url, attempt, retries)
         latency = time.perf_counter() - started
-        meta = {"finish_reason": finish}
+        pieces, usage, finish = [], None, None
+        for chunk in chunks:
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+            for choice in chunk.choices or []:
+                text = _text_of(choice)
+                if text:
+                    pieces.append(text)
+                finish = getattr(choice, "finish_reason", None) or finish
+        if self.stream and finish is None:
+            raise ServerError(f"{url}: the stream ended before the answer finished (no finish_reason)")
+        meta: dict[str, Any] = {"finish_reason": finish, "retries": retries[0]}
+        if self.stream:
+            meta["token_times_s"] = [round(t, 6) for t in times]
         if usage:
-            prompt_tokens = usage.get("prompt_tokens", 0)
-            completion_tokens = usage.get("completion_tokens", 0)
+            prompt_tokens, completion_tokens = usage.prompt_tokens or 0, usage.completion_tokens or 0
             meta["usage_source"] = "server"
         else:  # llama-cpp-python streams no usage: about one chunk per token; the server counts the prompt
-            completion_tokens, meta["usage_source"] = chunks, "counted"
-            try:
-                prompt_tokens = len(self.tokenize(prompt))
-            except ServerError:
-                prompt_tokens, meta["usage_source"] = 0, "counted (no tokenize endpoint: prompt unknown)"
+            completion_tokens, meta["usage_source"] = len(times), "counted"
+            prompt_tokens = 0
+            if self.api == "chat":
+                meta["usage_source"] = "counted (chat: the templated prompt is not counted)"
+            else:
+                try:
+                    prompt_tokens = len(await self.atokenize(prompt))
+                except ServerError:
+                    meta["usage_source"] = "counted (no tokenize endpoint: prompt unknown)"
+        ttft = times[0] if times else None
         return Completion(text="".join(pieces), prompt_tokens=int(prompt_tokens),
                           completion_tokens=int(completion_tokens), latency_s=latency, ttft_s=ttft, meta=meta)
 
     def info(self) -> dict:
-        return {"backend": self.name, "base_url": self.base_url, "model": self.model_name,
-                "server_models": self.server_models, "timeout_s": self.timeout,
+        return {"backend": self.name, "base_url": self.base_url, "model": self.model_name, "api": self.api,
+                "server_models": self.server_models, "timeout_s": self.timeout, "max_retries": self.max_retries,
                 "stream": self.stream, "penalty_fields": list(self.penalty_fields), "extra_body": self.extra_body,
+                "client": f"openai {self._openai.__version__}", "retries": self.retries,
                 "api_key": "set" if self.api_key else None}
 
     def close(self) -> None:
-        pass
-
-
-def _sse_events(resp, url: str, timeout: float):
-    """Decoded ``data:`` events of a server-sent-events stream, up to ``[DONE]``.
-
-    A server that answers a streaming request with one JSON document is accepted too.
-    """
-    try:
-        yield from _read_events(resp, url)
-    except TimeoutError:
-        raise ServerError(f"{url}: the stream stalled for {timeout:g} s") from None
-    except (ConnectionError, http.client.HTTPException) as exc:
-        raise ServerError(f"{url}: the stream broke off ({type(exc).__name__})") from None
-
-
-def _read_events(resp, url: str):
-    content_type = resp.headers.get("Content-Type", "")
-    if "text/event-stream" not in content_type:
-        raw = resp.read()
-        try:
-            document = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ServerError(f"{url}: the answer is neither an event stream nor JSON "
-                              f"({raw[:80]!r})") from None
-        yield document if isinstance(document, dict) else {}
-        return
-    for raw_line in resp:
-        line = raw_line.decode("utf-8").strip()
-        if not line.startswith("data:"):
-            continue
-        payload = line[len("data:"):].strip()
-        if payload == "[DONE]":
+        loop = getattr(self, "_loop", None)
+        if loop is None or loop.is_closed():
             return
         try:
-            yield json.loads(payload)
-        except json.JSONDecodeError:
-            raise ServerError(f"{url}: malformed stream event ({payload[:80]!r})") from None
+            loop.run_until_complete(self.client.close())
+        finally:
+            loop.close()
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read().decode("utf-8", errors="replace")
-    except OSError:
-        return exc.reason or ""
-    try:
-        return _message_of(json.loads(body).get("error") or json.loads(body).get("detail") or body)
-    except (json.JSONDecodeError, AttributeError):
-        return " ".join(body.split())[:200] or str(exc.reason)
+class _Unreachable(ServerError):
+    def __init__(self, message: str):
+        super().__init__(message, None, retryable=True)
+
+
+def _text_of(choice) -> str:
+    """The text of one choice of a completions or chat-completions chunk (or whole answer)."""
+    text = getattr(choice, "text", None)
+    if text is None:
+        part = getattr(choice, "delta", None) or getattr(choice, "message", None)
+        text = getattr(part, "content", None)
+    return text or ""
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    """An HTTP transport failure (a connection closed mid-stream...) from the SDK's HTTP library."""
+    return any(cls.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "h11", "anyio")
+               for cls in type(exc).__mro__) or isinstance(exc, ConnectionError)
 
 
 def _message_of(error: Any) -> str:
     """One line of at most 300 characters from whatever error object a server sent."""
     if isinstance(error, dict):
-        error = error.get("message") or error
+        error = error.get("error") or error.get("detail") or error.get("message") or error
+        if isinstance(error, dict):
+            error = error.get("message") or error
     return " ".join(str(error).split())[:300]
 
 
@@ -271,4 +362,4 @@ def factory(model: ModelSpec, options: dict | None = None) -> OpenAIBackend:
 
 @hookimpl
 def register_backends(register):
-    register("openai", factory, description="any OpenAI-compatible server (completions endpoint, streamed)")
+    register("openai", factory, description="any OpenAI-compatible server (official openai client, async, streamed)")

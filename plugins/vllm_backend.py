@@ -3,8 +3,12 @@
 The checks run before vllm is imported, so a machine without it, without CUDA or with an older GPU
 (a Tesla M40 is 5.2) gets one clear line instead of an import-time traceback. An adapter is served
 through ``LoRARequest`` (``enable_lora``), or pass the merged model as ``ModelSpec.path``.
-Options: ``tensor_parallel_size`` (1), ``dtype`` (ModelSpec.dtype), ``gpu_memory_utilization`` (0.9),
-``max_model_len``, ``max_lora_rank`` (the adapter's r, at least 8), ``seed`` (0), ``enforce_eager``.
+Options: ``tensor_parallel_size`` (1), ``pipeline_parallel_size`` (1), ``distributed_executor_backend``
+(``mp``, ``ray``, ``uni`` or ``external_launcher``; vLLM picks one when unset), ``dtype`` (ModelSpec.dtype),
+``gpu_memory_utilization`` (0.9), ``max_model_len``, ``max_lora_rank`` (the adapter's r, at least 8),
+``seed`` (0), ``enforce_eager``. The parallel options are passed to ``vllm.LLM`` under the same names
+(vLLM's documented engine arguments): tensor x pipeline GPUs in all, on this machine unless the
+executor is ``ray`` (a Ray cluster may span several machines, so the local GPU count is not checked).
 """
 
 from __future__ import annotations
@@ -20,8 +24,27 @@ from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 MIN_CAPABILITY = (7, 0)
 BF16_CAPABILITY = (8, 0)
-_OPTIONS = {"tensor_parallel_size", "dtype", "gpu_memory_utilization", "max_model_len", "max_lora_rank",
-            "seed", "enforce_eager"}
+_OPTIONS = {"tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "dtype",
+            "gpu_memory_utilization", "max_model_len", "max_lora_rank", "seed", "enforce_eager"}
+EXECUTORS = ("mp", "ray", "uni", "external_launcher")
+
+
+def parallel_options(options: dict) -> dict:
+    """``tensor_parallel_size``, ``pipeline_parallel_size`` and ``distributed_executor_backend`` checked
+    (ConfigError, one line, naming the option and what it accepts), as ``vllm.LLM`` keyword arguments."""
+    out = {}
+    for key in ("tensor_parallel_size", "pipeline_parallel_size"):
+        value = options.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"vllm backend: option {key!r} must be an integer >= 1, got {value!r}")
+        out[key] = value
+    executor = options.get("distributed_executor_backend")
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ConfigError(f"vllm backend: option 'distributed_executor_backend' must be one of "
+                              f"{', '.join(EXECUTORS)}, got {executor!r}")
+        out["distributed_executor_backend"] = executor
+    return out
 
 
 def sampling_kwargs(settings: GenerationSettings) -> dict:
@@ -69,7 +92,8 @@ def cuda_devices() -> list[tuple[str, tuple[int, int]]]:
 Device = tuple[str, tuple[int, int]]
 
 
-def check_environment(dtype: str = "auto", tensor_parallel_size: int = 1) -> list[Device]:
+def check_environment(dtype: str = "auto", tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                      executor: str | None = None) -> list[Device]:
     """Raise BackendUnavailableError (one line) unless vLLM can run here; return the devices."""
     if not vllm_installed():
         raise BackendUnavailableError(
@@ -84,9 +108,11 @@ def check_environment(dtype: str = "auto", tensor_parallel_size: int = 1) -> lis
         raise BackendUnavailableError(
             f"vLLM needs CUDA compute capability 7.0 or newer; this GPU is {old[0]} "
             "(use --backend transformers or llamacpp)")
-    if tensor_parallel_size > len(devices):
-        raise BackendUnavailableError(f"tensor_parallel_size {tensor_parallel_size} needs as many GPUs; "
-                                      f"{len(devices)} visible")
+    needed = tensor_parallel_size * pipeline_parallel_size
+    if needed > len(devices) and executor != "ray":
+        raise BackendUnavailableError(
+            f"tensor_parallel_size {tensor_parallel_size} x pipeline_parallel_size {pipeline_parallel_size} "
+            f"needs {needed} GPUs; {len(devices)} visible here (distributed_executor_backend=ray spans machines)")
     if dtype in ("bfloat16", "bf16") and any(tuple(cap) < BF16_CAPABILITY for _, cap in devices):
         raise BackendUnavailableError("bfloat16 needs compute capability 8.0 or newer; use dtype float16")
     return devices
@@ -111,15 +137,18 @@ class VllmBackend:
             raise ConfigError(f"unknown vllm option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
         self.model = model
         self.dtype = str(options.get("dtype") or model.dtype or "auto")
-        self.tensor_parallel_size = int(options.get("tensor_parallel_size", 1))
-        self.devices = check_environment(self.dtype, self.tensor_parallel_size)
+        parallel = parallel_options(options)
+        self.tensor_parallel_size = parallel["tensor_parallel_size"]
+        self.devices = check_environment(self.dtype, parallel["tensor_parallel_size"],
+                                         parallel["pipeline_parallel_size"],
+                                         parallel.get("distributed_executor_backend"))
 
         from vllm import LLM
 
         engine_args = {
             "model": model.path,
             "tokenizer": model.tokenizer or model.path,
-            "tensor_parallel_size": self.tensor_parallel_size,
+            **parallel,
             "dtype": self.dtype,
             "seed": int(options.get("seed", 0)),
             "gpu_memory_utilization": float(options.get("gpu_memory_utilization", 0.9)),

@@ -129,7 +129,8 @@ def test_run_bench_measures_each_target(registry, task):
     assert loaded["transformers"].prompts[3] == task.student_prompt(problems[0], None)
     assert hf["inconsistent_repeats"] == 0 and gguf["inconsistent_repeats"] > 0
     assert set(bench["ratios"]) == {"transformers/llamacpp"}
-    assert set(bench["ratios"]["transformers/llamacpp"]) == {"latency_mean", "latency_p50", "problems_per_s"}
+    assert set(bench["ratios"]["transformers/llamacpp"]) == {"latency_mean", "latency_p50", "problems_per_s",
+                                                             "latency_mean_ci95"}
     machine = bench["machine"]
     assert machine["cpu"] and machine["cores"] and "torch" in machine["packages"]
     assert machine["threads_used"] == {"transformers": 1, "llamacpp": 1}
@@ -143,7 +144,9 @@ def test_run_bench_rejects_an_unknown_backend_before_loading(registry, task):
 
 
 def invoke(registry, args):
-    return CliRunner().invoke(bench_command, args, obj=SimpleNamespace(registry=registry))
+    """The command in this process: the stand-in backends exist only here (a spawned process would
+    rebuild the installed plugins)."""
+    return CliRunner().invoke(bench_command, [*args, "--in-process"], obj=SimpleNamespace(registry=registry))
 
 
 def test_bench_command_writes_and_updates_results(registry, tmp_path):
@@ -254,3 +257,31 @@ def test_bench_the_offline_runs_student_on_real_engines(offline_run, tmp_path, c
     assert [r["answer"] for r in hf["results"]] == [r["answer"] for r in lora["results"]]
     assert hf["latency"]["mean_s"] > 0 and hf["throughput"]["problems_per_s"] > 0
     assert check(load_results(out), load_results(out)).passed
+
+
+def test_load_levels_on_an_in_process_backend(registry, task):
+    """An in-process backend answers one request at a time: only concurrency 1 is measured for it."""
+    from lrl_harness.load import parse_levels
+
+    problems = task.problems("balanced", "test", n=8)
+    bench = run_bench(registry, task, problems, [parse_target("llamacpp=m.gguf,wrong_every=4")], warmup=0,
+                      levels=parse_levels("1,4", None), slo={"e2e": 5.0}, order="random", seed=3)
+    entry = bench["backends"]["llamacpp"]
+    assert entry["reference_level"] == "c=1" and entry["correct"] == 6
+    assert entry["levels"]["c=4"]["skipped"].startswith("the llamacpp backend answers one request at a time")
+    load = entry["levels"]["c=1"]["load"]
+    assert load["peak_in_flight"] == 1 and load["requests"] == 8 and load["goodput"]["share_of_requests"] == 1.0
+    assert load["goodput"]["share_correct_within_slo"] == 0.75
+    assert bench["order"] == ["llamacpp"] and bench["levels"][1]["key"] == "c=4"
+    with pytest.raises(LrlError, match="no load level can be measured"):
+        run_bench(registry, task, problems, [parse_target("llamacpp=m.gguf")], levels=parse_levels("2", None))
+
+
+def test_threads_sweep_labels_cpu_targets(registry, task):
+    problems = task.problems("balanced", "test", n=3)
+    bench = run_bench(registry, task, problems, [parse_target("llamacpp=m.gguf"), parse_target("openai=x")],
+                      warmup=0, threads=[1, 2])
+    assert list(bench["backends"]) == ["llamacpp@1t", "llamacpp@2t", "openai"]
+    assert bench["backends"]["llamacpp@2t"]["options"] == {"n_threads": 2}
+    assert bench["backends"]["llamacpp@2t"]["threads"] == 2 and bench["threads"] == [1, 2]
+    assert bench["comparability"]["fields"]["threads_used"]["llamacpp@1t"] == 1

@@ -52,7 +52,10 @@ def server(gguf, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1",
-         "--logits_all", "false", "--model_alias", "tiny"],
+         "--logits_all", "false", "--model_alias", "tiny",
+         # Its default (true) aborts the streaming answer whenever another request arrives: under
+         # concurrent load 11 of 12 answers broke off. False queues requests instead.
+         "--interrupt_requests", "false"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 90
@@ -184,10 +187,48 @@ def test_bad_options_are_refused():
         OpenAIBackend(ModelSpec(path="m"), {"base_url": "127.0.0.1:8000"})
 
 
-def test_api_key_is_sent_as_bearer(remote, monkeypatch):
+def test_api_key_is_sent_as_bearer_and_never_shown(remote, monkeypatch):
+    """The key from the environment reaches the server as a bearer token and is never in info()."""
+    from slow_server import SlowServer
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    backend = OpenAIBackend(ModelSpec(path="tiny"), {"base_url": remote.base_url})
-    request = backend._request(f"{remote.base_url}/completions", {"prompt": "x"})
-    assert request.get_header("Authorization") == "Bearer sk-test"
-    assert json.loads(request.data) == {"prompt": "x"}
-    assert backend.info()["api_key"] == "set"
+    with SlowServer(delay_s=0.0) as fake:
+        backend = OpenAIBackend(ModelSpec(path="tiny"), {"base_url": fake.base_url})
+        try:
+            backend.generate(["x"], SETTINGS)
+        finally:
+            backend.close()
+        assert fake.authorization == ["Bearer sk-test", "Bearer sk-test"]  # /models, then /completions
+    assert backend.info()["api_key"] == "set" and "sk-test" not in json.dumps(backend.info())
+
+
+def test_bench_sweep_on_llama_cpp_server_matches_in_process(server, gguf, tmp_path):
+    """``lrl bench`` at concurrency 1,2,4 against the real server, beside the in-process llamacpp
+    backend on the same GGUF (measured at concurrency 1 only: it answers one request at a time), each
+    target in its own process: every level answers every problem, with the in-process answers."""
+    from lrl_harness.cli import main
+    from lrl_harness.results import load_results
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--n", "12", "--max-new-tokens", "20", "--warmup", "1", "--concurrency", "1,2,4",
+                 "--target", f"server:openai=tiny,base_url={server},timeout_s=60",
+                 "--target", f"llamacpp={gguf}", "--threads", "1", "--out", str(out), "-q"])
+    assert code == 0
+    bench = load_results(out)["benchmarks"]
+    assert bench["isolated"] and sorted(bench["order"]) == ["llamacpp", "server"]
+    local = bench["backends"]["llamacpp"]
+    assert set(local["levels"]["c=2"]) == {"level", "skipped"} and local["reference_level"] == "c=1"
+    here = [r["answer"] for r in local["results"]]
+    remote = bench["backends"]["server"]
+    for key in ("c=1", "c=2", "c=4"):
+        block = remote["levels"][key]
+        load = block["load"]
+        assert block["total"] == 12 and load["errors"] == 0
+        assert [r["answer"] for r in block["results"]] == here, key
+        for name in ("e2e", "ttft", "itl", "tpot"):
+            assert load[name]["p50_s"] <= load[name]["p90_s"] <= load[name]["p99_s"], (key, name)
+        assert load["ttft"]["p50_s"] <= load["e2e"]["p50_s"] and load["ttft"]["max_s"] <= load["e2e"]["max_s"]
+        assert 1 <= load["peak_in_flight"] <= int(key[2:])
+        assert load["token_source"] == ["counted"]
+    assert remote["levels"]["c=4"]["paired_vs_reference"]["mcnemar_p"] == 1.0
+    assert remote["levels"]["c=4"]["load"]["peak_in_flight"] == 4

@@ -12,7 +12,7 @@ from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins import vllm_backend
-from lrl_harness_plugins.vllm_backend import check_environment, sampling_kwargs
+from lrl_harness_plugins.vllm_backend import check_environment, parallel_options, sampling_kwargs
 
 M40 = ("Tesla M40", (5, 2))
 T4 = ("Tesla T4", (7, 5))
@@ -76,7 +76,8 @@ def test_refuses_bf16_before_ampere_and_too_few_gpus(monkeypatch):
     monkeypatch.setattr(vllm_backend, "cuda_devices", lambda: [T4])
     with pytest.raises(BackendUnavailableError, match="bfloat16 needs compute capability 8.0"):
         check_environment("bfloat16")
-    with pytest.raises(BackendUnavailableError, match="tensor_parallel_size 2 needs as many GPUs; 1 visible"):
+    with pytest.raises(BackendUnavailableError,
+                       match="tensor_parallel_size 2 x pipeline_parallel_size 1 needs 2 GPUs; 1 visible"):
         check_environment("auto", tensor_parallel_size=2)
     assert check_environment("float16") == [T4]
     monkeypatch.setattr(vllm_backend, "cuda_devices", lambda: [A100, A100])
@@ -97,3 +98,43 @@ def test_module_does_not_import_vllm_or_torch():
             "print(any(m in sys.modules for m in ('vllm', 'torch')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_parallel_options_are_checked_in_one_line():
+    assert parallel_options({}) == {"tensor_parallel_size": 1, "pipeline_parallel_size": 1}
+    assert parallel_options({"tensor_parallel_size": 2, "pipeline_parallel_size": 2,
+                             "distributed_executor_backend": "ray"}) == {
+        "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "distributed_executor_backend": "ray"}
+    for options, message in (({"tensor_parallel_size": 0}, "option 'tensor_parallel_size' must be an integer >= 1"),
+                             ({"pipeline_parallel_size": "2"}, "option 'pipeline_parallel_size' must be an integer"),
+                             ({"distributed_executor_backend": "slurm"},
+                              "must be one of mp, ray, uni, external_launcher, got 'slurm'")):
+        with pytest.raises(ConfigError, match=message):
+            parallel_options(options)
+
+
+def test_pipeline_parallel_counts_gpus_unless_ray_spans_machines(monkeypatch):
+    monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: True)
+    monkeypatch.setattr(vllm_backend, "cuda_devices", lambda: [A100, A100])
+    with pytest.raises(BackendUnavailableError, match="needs 4 GPUs; 2 visible here"):
+        check_environment("auto", tensor_parallel_size=2, pipeline_parallel_size=2)
+    assert check_environment("auto", 2, 2, executor="ray") == [A100, A100]
+
+
+def test_parallel_options_reach_vllm_llm(monkeypatch):
+    """vllm is not installed here: a stand-in ``vllm`` module records what ``LLM(...)`` is given."""
+    import sys
+    import types
+
+    given = {}
+    stand_in = types.ModuleType("vllm")
+    stand_in.LLM = lambda **kwargs: given.update(kwargs) or object()
+    monkeypatch.setitem(sys.modules, "vllm", stand_in)
+    monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: True)
+    monkeypatch.setattr(vllm_backend, "cuda_devices", lambda: [A100] * 4)
+    vllm_factory()(model=ModelSpec(path="some/model"), options={
+        "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "distributed_executor_backend": "mp"})
+    assert (given["tensor_parallel_size"], given["pipeline_parallel_size"]) == (2, 2)
+    assert given["distributed_executor_backend"] == "mp" and given["model"] == "some/model"
+    with pytest.raises(ConfigError, match="vllm backend: option 'distributed_executor_backend'"):
+        vllm_factory()(model=ModelSpec(path="m"), options={"distributed_executor_backend": "mpi"})

@@ -1,0 +1,300 @@
+"""Load generation and its metrics: every problem of a split sent under a fixed concurrency or at a
+Poisson request rate, and what that load did to latency, throughput and errors.
+
+Timing definitions (the same for every backend; ``TIMING_DEFINITIONS`` is stored in the results):
+a request starts when the load generator hands it to the backend (after it got a concurrency slot or
+its arrival time came; waiting for a slot is not counted). That start includes everything the backend
+does before the first token: tokenisation, the HTTP request, the server's queue, prefill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, LrlError
+
+TIMING_DEFINITIONS = {
+    "start": "the load generator hands the request to the backend (a slot is free or its arrival time came); "
+             "waiting for a concurrency slot is not counted",
+    "ttft": "start -> the first non-empty piece of output text reaches the harness (includes tokenisation, "
+            "HTTP, server queueing, prefill and the first token; retries of the request are included)",
+    "e2e": "start -> the whole answer is in the harness (the harness's wall clock around the backend call)",
+    "itl": "gap between the arrival of consecutive pieces of output text of one request (streamed chunks; "
+           "servers send about one token per chunk), pooled over requests",
+    "tpot": "per request (e2e - ttft) / (output tokens - 1), for requests of at least 2 output tokens",
+    "output_tokens": "the server's usage when it reports it, else counted by the harness (stream chunks or "
+                     "the student's tokenizer); the source is recorded per level",
+    "requests_per_s": "requests answered without error / wall time of the level (first start to last end)",
+    "peak_in_flight": "the most requests between start and end at the same moment, measured by the harness",
+}
+
+
+@dataclass
+class Level:
+    """One load level: ``concurrency`` requests at most in flight, and/or Poisson arrivals at ``rate``/s."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+
+    @property
+    def key(self) -> str:
+        parts = []
+        if self.rate is not None:
+            parts.append(f"rate={self.rate:g}")
+        if self.concurrency is not None:
+            parts.append(f"c={self.concurrency}")
+        return ",".join(parts) or "c=1"
+
+    def to_dict(self) -> dict:
+        return {"concurrency": self.concurrency, "request_rate": self.rate}
+
+
+@dataclass
+class RequestOutcome:
+    index: int
+    start_s: float
+    end_s: float
+    completion: Any = None
+    error: str | None = None
+    retries: int = 0
+
+    @property
+    def e2e_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class LoadRun:
+    outcomes: list[RequestOutcome]
+    wall_s: float
+    peak_in_flight: int
+    level: Level
+    extra: dict = field(default_factory=dict)
+
+
+def parse_levels(concurrency: str | None, request_rate: str | None) -> list[Level]:
+    """``--concurrency 1,4,16`` and/or ``--request-rate 2,8``: one level per value (a rate with a single
+    concurrency value is capped by it). ConfigError, one line, on anything else."""
+    concurrencies = _numbers("--concurrency", concurrency, int) if concurrency is not None else []
+    rates = _numbers("--request-rate", request_rate, float) if request_rate is not None else []
+    if rates and len(concurrencies) > 1:
+        raise ConfigError("--request-rate takes at most one --concurrency value (the cap on requests in flight)")
+    if rates:
+        cap = concurrencies[0] if concurrencies else None
+        return [Level(concurrency=cap, rate=r) for r in rates]
+    return [Level(concurrency=c) for c in concurrencies]
+
+
+def _numbers(option: str, text: str, kind) -> list:
+    values = []
+    for part in str(text).split(","):
+        try:
+            value = kind(part.strip())
+        except ValueError:
+            raise ConfigError(f"{option} takes comma-separated positive {'integers' if kind is int else 'numbers'}, "
+                              f"got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise ConfigError(f"{option} values must be positive, got {part.strip()!r}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{option} lists a value twice: {text!r}")
+    return values
+
+
+def parse_slo(text: str | None) -> dict[str, float]:
+    """``ttft=0.5,e2e=5`` (seconds; keys ttft, e2e, tpot, itl) -> {"ttft": 0.5, "e2e": 5.0}."""
+    if text is None:
+        return {}
+    slo = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("ttft", "e2e", "tpot", "itl"):
+            raise ConfigError(f"--slo takes key=seconds pairs with keys ttft, e2e, tpot, itl; got {part.strip()!r}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ConfigError(f"--slo {key} must be a number of seconds, got {value.strip()!r}") from None
+        if not seconds > 0 or not math.isfinite(seconds):
+            raise ConfigError(f"--slo {key} must be positive, got {value.strip()!r}")
+        slo[key] = seconds
+    return slo
+
+
+async def drive(send: Callable[[int], Awaitable[Any]], n: int, level: Level, seed: int = 0,
+                on_done: Callable[[RequestOutcome], Any] | None = None) -> LoadRun:
+    """Send requests ``0..n-1`` through ``send(index)`` under ``level``; errors (LrlError) are recorded
+    per request, anything else propagates. Arrivals of a rate level are drawn from ``random.Random(seed)``."""
+    gate = asyncio.Semaphore(level.concurrency) if level.concurrency else None
+    in_flight = peak = 0
+    outcomes: list[RequestOutcome | None] = [None] * n
+    began = time.perf_counter()
+
+    async def one(index: int, arrival: float) -> None:
+        nonlocal in_flight, peak
+        if arrival:
+            await asyncio.sleep(max(0.0, began + arrival - time.perf_counter()))
+        if gate is not None:
+            await gate.acquire()
+        in_flight += 1
+        peak = max(peak, in_flight)
+        start = time.perf_counter()
+        completion, error = None, None
+        try:
+            completion = await send(index)
+        except LrlError as exc:
+            error = str(exc)
+        finally:
+            end = time.perf_counter()
+            in_flight -= 1
+            if gate is not None:
+                gate.release()
+        retries = (getattr(completion, "meta", None) or {}).get("retries", 0) if completion is not None else 0
+        outcome = RequestOutcome(index, start - began, end - began, completion, error, retries)
+        outcomes[index] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    arrivals = [0.0] * n
+    if level.rate:
+        rng, t = random.Random(seed), 0.0
+        for i in range(n):
+            arrivals[i] = t
+            t += rng.expovariate(level.rate)
+    tasks = [asyncio.ensure_future(one(i, arrivals[i])) for i in range(n)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    done = [o for o in outcomes if o is not None]
+    wall = max(o.end_s for o in done) - min(o.start_s for o in done) if done else 0.0
+    return LoadRun(done, wall, peak, level)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def distribution(values: Sequence[float]) -> dict:
+    """mean, p50, p90, p99, min, max (seconds, rounded to the microsecond); Nones when empty."""
+    if not values:
+        return {k: None for k in ("mean_s", "p50_s", "p90_s", "p99_s", "min_s", "max_s")}
+    return {"mean_s": _r(statistics.fmean(values)), "p50_s": _r(percentile(values, 50)),
+            "p90_s": _r(percentile(values, 90)), "p99_s": _r(percentile(values, 99)),
+            "min_s": _r(min(values)), "max_s": _r(max(values))}
+
+
+def request_times(outcome: RequestOutcome) -> dict:
+    """ttft, tpot and the inter-token gaps of one answered request (None where not measurable)."""
+    c = outcome.completion
+    ttft = getattr(c, "ttft_s", None)
+    tokens = int(getattr(c, "completion_tokens", 0) or 0)
+    tpot = (outcome.e2e_s - ttft) / (tokens - 1) if ttft is not None and tokens > 1 else None
+    times = (getattr(c, "meta", None) or {}).get("token_times_s") or []
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return {"ttft": ttft, "tpot": tpot, "itl": gaps}
+
+
+def load_metrics(run: LoadRun, correct: Sequence[bool] | None = None, slo: dict | None = None) -> dict:
+    """The figures of one load level: latency distributions, throughput, errors, retries, measured
+    peak in flight and, with an SLO, goodput (``correct[i]``: request i's answer was right)."""
+    ok = [o for o in run.outcomes if o.error is None]
+    times = {o.index: request_times(o) for o in ok}
+    ttfts = [t["ttft"] for t in times.values() if t["ttft"] is not None]
+    tpots = [t["tpot"] for t in times.values() if t["tpot"] is not None]
+    itls = [g for t in times.values() for g in t["itl"]]
+    output_tokens = sum(int(o.completion.completion_tokens or 0) for o in ok)
+    sources = sorted({(o.completion.meta or {}).get("usage_source", "backend") for o in ok})
+    errors = [o for o in run.outcomes if o.error is not None]
+    out = {
+        "level": run.level.to_dict(), "requests": len(run.outcomes), "errors": len(errors),
+        "error_examples": sorted({o.error for o in errors})[:3],
+        "retries": sum(o.retries for o in run.outcomes),
+        "peak_in_flight": run.peak_in_flight, "wall_s": _r(run.wall_s),
+        "e2e": distribution([o.e2e_s for o in ok]), "ttft": distribution(ttfts),
+        "itl": distribution(itls), "tpot": distribution(tpots),
+        "requests_per_s": _rate(len(ok), run.wall_s), "output_tokens_per_s": _rate(output_tokens, run.wall_s),
+        "output_tokens": output_tokens, "token_source": sources,
+    }
+    if slo:
+        within = [o.error is None and _within(o, times[o.index], slo) for o in run.outcomes]
+        good_correct = [w and bool(correct[o.index]) for w, o in zip(within, run.outcomes)] if correct else []
+        out["goodput"] = {
+            "slo": dict(slo),
+            "share_of_requests": _r(sum(within) / len(within)) if within else None,
+            "share_correct_within_slo": _r(sum(good_correct) / len(within)) if correct and within else None,
+            "requests_per_s": _rate(sum(within), run.wall_s),
+        }
+    return out
+
+
+def _within(outcome: RequestOutcome, times: dict, slo: dict) -> bool:
+    measured = {"ttft": times["ttft"], "tpot": times["tpot"], "e2e": outcome.e2e_s,
+                "itl": max(times["itl"]) if times["itl"] else None}
+    for key, limit in slo.items():
+        value = measured[key]
+        if value is None and key in ("ttft", "e2e"):
+            return False  # not measured (no streaming): not shown to be within
+        if value is not None and value > limit:
+            return False
+    return True
+
+
+def spread(values: Sequence[float | None]) -> dict | None:
+    """Median, min, max and sample standard deviation of one figure over repeats (None when unmeasured)."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None
+    return {"median": _r(statistics.median(xs)), "min": _r(min(xs)), "max": _r(max(xs)),
+            "stdev": _r(statistics.stdev(xs)) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def bootstrap_ratio(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
+                    paired: bool = True) -> dict | None:
+    """mean(a)/mean(b) with a 95% percentile-bootstrap interval. ``paired``: a[i] and b[i] belong to the
+    same problem and are resampled together."""
+    if not a or not b or (paired and len(a) != len(b)):
+        return None
+    mean_b = statistics.fmean(b)
+    if mean_b <= 0:
+        return None
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        if paired:
+            idx = [rng.randrange(len(a)) for _ in a]
+            num, den = sum(a[i] for i in idx), sum(b[i] for i in idx)
+        else:
+            num = sum(rng.choice(a) for _ in a) / len(a) * len(b)
+            den = sum(rng.choice(b) for _ in b)
+        if den > 0:
+            ratios.append(num / den)
+    return {"ratio": round(statistics.fmean(a) / mean_b, 4), "ci95": [round(percentile(ratios, 2.5), 4),
+                                                                      round(percentile(ratios, 97.5), 4)],
+            "resamples": resamples, "paired": paired}
+
+
+def _r(x: float) -> float:
+    return round(x, 6)
+
+
+def _rate(amount: float, seconds: float) -> float | None:
+    return round(amount / seconds, 3) if seconds > 0 else None
