@@ -30,3 +30,35 @@ def prompt_record(text: str, token_ids: list[int]) -> dict:
     """What a results file keeps of a prompt: its hash and its length in tokens."""
     return {"prompt_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
             "prompt_tokens": len(token_ids)}
+
+
+class ChatTemplate:
+    """A chat template that came with a model file rather than a tokenizer (a GGUF's
+    ``tokenizer.chat_template``), rendered as transformers renders one: Jinja in a sandbox, with
+    ``bos_token``/``eos_token`` defined and whitespace trimmed around blocks.
+
+    It offers the one method :func:`render_prompt` needs, so a backend without a Hugging Face
+    tokenizer (llama.cpp on a GGUF file) still gets prompts in its model's own template.
+    """
+
+    def __init__(self, template: str, bos_token: str = "", eos_token: str = ""):
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise_template_error
+        self.chat_template = template
+        self._template = env.from_string(template)
+        self.bos_token, self.eos_token = bos_token, eos_token
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
+                            add_generation_prompt: bool = True) -> str:
+        if tokenize:
+            raise ValueError("ChatTemplate renders text only; tokenize with the backend")
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     bos_token=self.bos_token, eos_token=self.eos_token)
+
+
+def _raise_template_error(message: str):
+    from .errors import ConfigError
+
+    raise ConfigError(f"the model's chat template refused the conversation: {message}")

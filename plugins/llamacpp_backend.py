@@ -83,10 +83,22 @@ class LlamaCppBackend:
             raise LrlError(f"{path}: llama.cpp cannot load this model ({exc})") from None
         self.bos = self.llm.token_bos()
         self.add_bos = bool(self.llm._model.add_bos_token())
+        self.chat_renderer = self._chat_renderer()
         # SentencePiece-style vocabularies mark word starts with a space; Hugging Face's decoders for
         # them strip one leading space from a decoded text, and so does this backend.
         self.strip_space = (self.gguf.get("tokenizer.ggml.model") == "llama"
                             and self.gguf.get("tokenizer.ggml.add_space_prefix", True) is not False)
+
+    def _chat_renderer(self):
+        """The GGUF's own chat template (None when the file has none), for callers that render prompts
+        for this backend (a model teacher on a GGUF file)."""
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        from lrl_harness.prompting import ChatTemplate
+
+        text = self.llm._model.token_get_text
+        return ChatTemplate(template, bos_token=text(self.bos), eos_token=text(self.llm.token_eos()))
 
     # --- tokens ---------------------------------------------------------------------------------
 

