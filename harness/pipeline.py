@@ -165,16 +165,7 @@ class Pipeline:
         results_path = self.out / "results.json"
         config_path = self.out / "config.json"
         if config_path.exists():
-            try:
-                recorded = json.loads(config_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder") from None
-            if recorded.get("config_hash") != self.config.identity_hash():
-                changed = sorted(k for k, v in self.config.identity().items()
-                                 if recorded.get("config", {}).get(k) != v)
-                raise ConfigError(
-                    f"{self.out} belongs to a different configuration (differs in: {', '.join(changed) or '?'}); "
-                    "use another --out folder")
+            self._check_recorded_config()
             if results_path.exists():
                 try:
                     return load_results(results_path)
@@ -198,6 +189,24 @@ class Pipeline:
             },
         )
 
+    def _check_recorded_config(self) -> None:
+        """Refuse a folder that holds a run of another configuration (read only)."""
+        config_path = self.out / "config.json"
+        try:
+            recorded = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder") from None
+        except OSError as exc:
+            raise path_error(config_path, exc, "read") from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("config", {}), dict):
+            raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder")
+        if recorded.get("config_hash") != self.config.identity_hash():
+            changed = sorted(k for k, v in self.config.identity().items()
+                             if recorded.get("config", {}).get(k) != v)
+            raise ConfigError(
+                f"{self.out} belongs to a different configuration (differs in: {', '.join(changed) or '?'}); "
+                "use another --out folder")
+
     def _refuse_foreign_folder(self) -> None:
         if (self.out.exists() and not (self.out / "config.json").exists()
                 and any(p.name not in _BOOKKEEPING for p in self.out.iterdir())):
@@ -218,7 +227,11 @@ class Pipeline:
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"--out {self.out} is a file; give a folder")
         self._refuse_foreign_folder()
+        if (self.out / "config.json").is_file():
+            self._check_recorded_config()
         cfg = self.config
+        for split in ("train", "test"):
+            self._split_seed(split)  # an unknown preset fails here
         done = (self._existing_results() or {}).get("stages", {})
         wanted = [s for s in STAGES if s in cfg.stages and s not in done]
         teacher_reg = self.registry.get("teacher", cfg.teacher)

@@ -60,7 +60,37 @@ def resolve_settings(settings: dict | None) -> dict:
         raise ConfigError(f"LoRA setting max_steps must be a positive integer, got {s['max_steps']!r}")
     if isinstance(s["target_modules"], tuple):
         s["target_modules"] = list(s["target_modules"])
+    _check_number(s, "lr", 0, None, "a positive number", open_low=True)
+    _check_number(s, "alpha", 0, None, "a positive number", open_low=True)
+    _check_number(s, "dropout", 0, 1, "a number from 0 to below 1", open_high=True)
+    _check_number(s, "warmup_ratio", 0, 1, "a number from 0 to below 1", open_high=True)
+    _check_number(s, "weight_decay", 0, None, "a non-negative number")
+    _check_number(s, "max_grad_norm", 0, None, "a positive number", open_low=True)
+    if s["max_steps"] is None:
+        _check_number(s, "epochs", 0, None, "a positive number", open_low=True)
+    modules = s["target_modules"]
+    if not (isinstance(modules, str) and modules) and not (
+            isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
+        raise ConfigError(f"LoRA setting target_modules must be a module name, 'all-linear' or a list of names, "
+                          f"got {modules!r}")
+    saved = s["modules_to_save"]
+    if saved is not None and not (isinstance(saved, list) and all(isinstance(m, str) and m for m in saved)):
+        raise ConfigError(f"LoRA setting modules_to_save must be a list of module names, got {saved!r}")
+    if not isinstance(s["device"], str) or not (s["device"] in ("auto", "cpu", "cuda", "mps")
+                                                 or s["device"].startswith("cuda:")):
+        raise ConfigError(f"LoRA setting device must be auto, cpu, cuda or cuda:N, got {s['device']!r}")
     return s
+
+
+def _check_number(s: dict, key: str, low: float, high: float | None, words: str, *, open_low: bool = False,
+                  open_high: bool = False) -> None:
+    value = s[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high))
+    if not ok:
+        raise ConfigError(f"LoRA setting {key} must be {words}, got {value!r}")
 
 
 def import_torch():

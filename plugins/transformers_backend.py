@@ -27,7 +27,9 @@ DEFAULT_BATCH_SIZE = 32
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
 OPTIONS = {
-    "device": Option(str, "auto", "auto, cpu, cuda or cuda:N"),
+    "device": Option(str, "auto", "where the model runs",
+                     check=lambda v: v in ("auto", "cpu", "mps", "cuda") or v.startswith("cuda:"),
+                     requirement="auto, cpu, cuda or cuda:N"),
     "dtype": Option(str, None, "weights dtype (default: float32 on CPU, bf16/fp16 on a GPU)",
                     choices=("auto", *_DTYPES), nullable=True),
     "batch_size": Option(int, DEFAULT_BATCH_SIZE, "prompts per generate() call", min=1),
@@ -65,11 +67,7 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model: ModelSpec, options: dict | None = None):
-        options = check_options("backend transformers", OPTIONS, options)
-        device = options["device"]
-        if device not in ("auto", "cpu", "mps") and not (device == "cuda" or device.startswith("cuda:")):
-            raise ConfigError(f"backend transformers: option device must be auto, cpu, cuda or cuda:N, "
-                              f"got {device!r}")
+        options = check_options("backend transformers", OPTIONS, options, unknown_label="transformers")
         torch, transformers = _import_torch_stack()
         transformers.utils.logging.disable_progress_bar()
         self._torch = torch
