@@ -631,8 +631,13 @@ class Pipeline:
             settings = {**student.lora, **self.config.lora}
             steps_hint = settings.get("max_steps")
             with self.ui.task("lora training", steps_hint) as advance:
+                last_tick = [time.perf_counter()]
+
                 def progress(step, total, loss):
                     advance(completed=step, note=f"loss {loss:.3f}" if loss is not None else "")
+                    if time.perf_counter() - last_tick[0] > 5:  # training time counts even if killed
+                        self._tick()
+                        last_tick[0] = time.perf_counter()
 
                 training = train_lora(student.path, examples, adapter_dir, settings, progress=progress,
                                       seed=self.config.seed,

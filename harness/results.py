@@ -149,6 +149,7 @@ def load_results(path: Path) -> dict:
 
 _COUNTS = ("total", "correct", "unparsed")
 _RATES = ("accuracy", "balanced_accuracy", "majority_baseline")
+_RECORD_REQUIRED = ("problem_id", "expected", "answer", "correct")
 _RECORD_TEXT = ("problem_id", "difficulty", "problem", "expected", "answer", "response")
 _TOP_OBJECTS = ("config", "provenance", "teacher", "transfer", "training", "export", "parity", "cost",
                 "benchmarks")
@@ -168,19 +169,24 @@ class _Checker:
         self.path = path
 
     def fail(self, where: str, want: str, value) -> None:
-        raise ResultsFileError(f"{self.path}: {where} must be {want}, not {_kind(value)}")
+        got = repr(value) if _is_number(value) else _kind(value)
+        raise ResultsFileError(f"{self.path}: {where} must be {want}, not {got}")
 
     def score_block(self, where: str, block, records: bool = True) -> None:
         if not isinstance(block, dict):
             self.fail(where, "an object", block)
+        missing = [key for key in _COUNTS + _RATES if key not in block]
+        if missing:
+            raise ResultsFileError(f"{self.path}: {where} lacks {', '.join(missing)}")
         for key in _COUNTS:
-            if key in block and not (isinstance(block[key], int) and not isinstance(block[key], bool)
-                                     and block[key] >= 0):
+            if not (isinstance(block[key], int) and not isinstance(block[key], bool) and block[key] >= 0):
                 self.fail(f"{where}.{key}", "a non-negative integer", block[key])
         for key in _RATES:
-            value = block.get(key)
-            if key in block and value is not None and not (_is_number(value) and 0 <= value <= 1):
+            value = block[key]
+            if not (_is_number(value) and 0 <= value <= 1):
                 self.fail(f"{where}.{key}", "a number from 0 to 1", value)
+        if block.get("majority_label") is not None and not isinstance(block["majority_label"], str):
+            self.fail(f"{where}.majority_label", "a string", block["majority_label"])
         ci = block.get("ci95")
         if "ci95" in block and ci is not None and not (
                 isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)):
@@ -194,7 +200,7 @@ class _Checker:
             for name, sub in by.items():
                 self.score_block(f"{where}.by_difficulty.{name}", sub, records=False)
         if records and "results" in block:
-            self.records(f"{where}.results", block["results"])
+            self.records(f"{where}.results", block["results"], _RECORD_REQUIRED)
         for key in ("who", "usage", "latency", "ttft", "throughput", "memory", "model"):
             if block.get(key) is not None and not isinstance(block[key], dict):
                 self.fail(f"{where}.{key}", "an object", block[key])
@@ -205,13 +211,18 @@ class _Checker:
                 if isinstance(value, str) and name.endswith(("_s", "_per_s", "_mib")):
                     self.fail(f"{where}.{key}.{name}", "a number", value)
 
-    def records(self, where: str, records) -> None:
+    def records(self, where: str, records, required: tuple[str, ...] = ()) -> None:
         if not isinstance(records, list):
             self.fail(where, "a list", records)
         for i, r in enumerate(records):
             at = f"{where}[{i}]"
             if not isinstance(r, dict):
                 self.fail(at, "an object", r)
+            missing = [key for key in required if key not in r]
+            if missing:
+                raise ResultsFileError(f"{self.path}: {at} lacks {', '.join(missing)}")
+            if required and not isinstance(r["correct"], bool):
+                self.fail(f"{at}.correct", "true or false", r["correct"])
             for key in _RECORD_TEXT:
                 if r.get(key) is not None and not isinstance(r[key], str):
                     if key == "problem_id" and isinstance(r[key], int) and not isinstance(r[key], bool):
