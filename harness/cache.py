@@ -36,8 +36,11 @@ class TeacherError(LrlError):
     """A teacher failed for good (retries exhausted, bad key, broken response).
 
     ``completed`` maps the index of each request of the failed ``complete()`` call that was
-    answered before the failure to its completion, so a cache can keep them.
+    answered before the failure to its completion, so a cache can keep them. The work failed, not
+    the input: exit status 1.
     """
+
+    exit_code = 1
 
     def __init__(self, message: str, completed: dict[int, Completion] | None = None):
         super().__init__(message)

@@ -33,7 +33,9 @@ HF_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 class ConversionError(LrlError):
-    """The converter could not be obtained or failed on a model."""
+    """The converter could not be obtained or failed on a model (the work failed: exit status 1)."""
+
+    exit_code = 1
 
 
 def llama_cpp_version() -> str:

@@ -257,7 +257,10 @@ class Pipeline:
         if cfg.export and "lora" in cfg.stages:
             from .converter import llama_cpp_version
 
-            llama_cpp_version()  # export needs llama-cpp-python: say so now, not after training
+            try:
+                llama_cpp_version()  # export needs llama-cpp-python: say so now, not after training
+            except LrlError as exc:
+                raise ConfigError(f"{exc} (or skip the export with --export none)") from None
         if any(s in TEACHER_STAGES for s in wanted) or (
                 "lora" in wanted and cfg.transfer_source == "teacher"):
             self.teacher.info()  # a missing key or a bad option fails now
