@@ -1,9 +1,13 @@
 """An on-disk cache of teacher answers, so a stopped stage resumes without paying twice.
 
 An entry is keyed by the full identity of a request: the teacher's ``cache_identity()`` (name,
-model, every sampling parameter), the request's purpose, the sha256 of the prompt and a sample
-index (``request.context["sample"]``, 0 by default). Never by the prompt alone: a cache keyed by
-prompt hands one model's answers to another (lm-evaluation-harness issues 2715 and 4063).
+model, every sampling parameter), the endpoint it talks to (the teacher's ``endpoint``, when it is
+not the provider's own: the same model name behind a proxy or a compatible server gives other
+answers), the request's purpose, the sha256 of the prompt and a sample index
+(``request.context["sample"]``, 0 by default). Never by the prompt alone: a cache keyed by prompt
+hands one model's answers to another (lm-evaluation-harness issues 2715 and 4063).
+
+``read=False`` (``--refresh-cache``) asks the teacher again and overwrites what is stored.
 
 Layout: ``<root>/<teacher>/<model>/<key[:2]>/<key>.json``, one file per answer, written to a
 temporary file and renamed, so a crash leaves either the whole entry or none. Deleting a teacher's
@@ -32,8 +36,11 @@ class TeacherError(LrlError):
     """A teacher failed for good (retries exhausted, bad key, broken response).
 
     ``completed`` maps the index of each request of the failed ``complete()`` call that was
-    answered before the failure to its completion, so a cache can keep them.
+    answered before the failure to its completion, so a cache can keep them. The work failed, not
+    the input: exit status 1.
     """
+
+    exit_code = 1
 
     def __init__(self, message: str, completed: dict[int, Completion] | None = None):
         super().__init__(message)
@@ -72,13 +79,20 @@ class CachedTeacher:
     never called. Counters: ``hits``, ``misses``, ``requests_made`` (requests sent to the teacher).
     """
 
-    def __init__(self, teacher: Any, cache_root: Path | str | None = None, cache_only: bool = False):
+    def __init__(self, teacher: Any, cache_root: Path | str | None = None, cache_only: bool = False,
+                 read: bool = True):
         identity = getattr(teacher, "cache_identity", None)
         if identity is None:
             raise LrlError(f"teacher {getattr(teacher, 'name', teacher)!r} has no cache_identity(); "
                            "its answers cannot be cached")
+        if cache_only and not read:
+            raise LrlError("--cache-only replays the cache and --refresh-cache ignores it: choose one")
         self.teacher = teacher
         self.identity: dict = dict(identity())
+        self.endpoint: str | None = getattr(teacher, "endpoint", None)
+        self.read = read
+        self._key_identity = ({**self.identity, "endpoint": self.endpoint} if self.endpoint
+                              else self.identity)
         self.cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
         self.cache_only = cache_only
         self.name: str = teacher.name
@@ -104,10 +118,10 @@ class CachedTeacher:
 
     def complete(self, requests: list[TeacherRequest]) -> list[Completion]:
         results: list[Completion | None] = [None] * len(requests)
-        keys = [request_key(self.identity, r) for r in requests]
+        keys = [request_key(self._key_identity, r) for r in requests]
         to_ask: dict[str, list[int]] = {}  # key -> indexes of identical requests, asked once
         for i, (request, key) in enumerate(zip(requests, keys, strict=True)):
-            entry = self._load(key)
+            entry = self._load(key) if self.read else None
             if entry is not None:
                 self.hits += 1
                 results[i] = entry
@@ -144,7 +158,7 @@ class CachedTeacher:
 
     def path_for(self, request: TeacherRequest) -> Path:
         """Where the answer to ``request`` is (or would be) stored."""
-        return self._path(request_key(self.identity, request))
+        return self._path(request_key(self._key_identity, request))
 
     def _path(self, key: str) -> Path:
         return self._folder / key[:2] / f"{key}.json"
@@ -171,6 +185,7 @@ class CachedTeacher:
             "schema_version": ENTRY_VERSION,
             "key": key,
             "identity": self.identity,
+            "endpoint": self.endpoint,
             "purpose": request.purpose,
             "problem_id": request.problem.id if request.problem is not None else None,
             "sample": sample_index(request),

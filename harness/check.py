@@ -21,7 +21,7 @@ import click
 
 from .errors import LrlError
 from .metrics import mcnemar_one_sided, wilson_lower_one_sided, wilson_upper_one_sided
-from .results import atomic_write_text, load_results
+from .results import atomic_write_text, check_writable, load_results
 
 IDENTITY_KEYS = ("task", "preset", "split")
 
@@ -96,6 +96,7 @@ class ItemCheck:
     latency_ratio: float | None = None
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown on stderr: the comparison is weaker than asked
 
     @property
     def label(self) -> str:
@@ -323,6 +324,10 @@ def _compare(kind: str, name: str, base: dict, new: dict, tolerance: float, alph
     item = ItemCheck(kind, name, base, new)
     pairs = _pairs(base, new)
     new_count = len(new.get("results") or [])
+    if not pairs and new_count and base.get("results"):
+        item.warnings.append(f"{item.label}: no problem in common with the baseline (0 of {new_count} paired): "
+                             "the two were run on different problems, so only their overall figures are "
+                             "compared; re-run on the baseline's split to compare problem by problem")
     if pairs and len(pairs) < new_count:
         item.notes.append(f"only {len(pairs)} of {new_count} problems are also in the baseline; "
                           "compared unpaired")
@@ -444,8 +449,14 @@ def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, 
     """
     from .report import print_tables
 
+    _check_arguments(tolerance, alpha, latency_ratio)
+    if junit_file is not None:
+        check_writable(junit_file)
     report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
                          latency_ratio=latency_ratio)
+    for item in report.items:
+        for warning in item.warnings:
+            click.echo(f"warning: {warning}", err=True)
     print_tables([report.table()])
     for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
         for kind, name in keys:

@@ -4,12 +4,19 @@ read it from the click context; heavy packages are imported only by the commands
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import click
 
-from .errors import LrlError
+from .errors import LrlError, path_error
+from .inputs import reads_results, writes
 from .plugins import Registry, make_plugin_manager
+
+DEBUG_ENV = "LRL_HARNESS_DEBUG"
+"""Set to 1 to see the traceback behind an error (like ``--debug``)."""
 
 
 class Context:
@@ -33,8 +40,9 @@ pass_ctx = click.make_pass_decorator(Context)
 def build_cli(pm) -> click.Group:
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="lrl-harness", prog_name="lrl")
+    @click.option("--debug", is_flag=True, help=f"Show the traceback behind an error (or set {DEBUG_ENV}=1).")
     @click.pass_context
-    def cli(ctx):
+    def cli(ctx, debug):
         """lrl-harness: teach a small local model a skill from a large one (LRL + LoRA), measured
         honestly: every accuracy comes with the majority baseline, balanced accuracy, the unparsed
         count and a 95% interval."""
@@ -92,11 +100,14 @@ def _failure(pm, impl, exc):
               "(default f32,q8_0,q4_k_m; 'none' to skip).")
 @click.option("--prices", type=click.Path(dir_okay=False), help="JSON/TOML price table for teacher cost.")
 @click.option("--cache-only", is_flag=True, help="Replay teacher answers from the cache; fail on a miss.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher response cache.")
+@click.option("--refresh-cache", is_flag=True, help="Ask the teacher again and overwrite its cached answers.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @pass_ctx
 def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
         backend_opt, lora_opt, stages, seed, train_n, test_n, transfer_n, transfer_format, transfer_source,
-        batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only, quiet):
+        batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only, no_cache,
+        refresh_cache, quiet):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
     learned strategy, LoRA training of the student, export. Offline by default."""
     from .config import load_toml, make_config, parse_options
@@ -118,10 +129,13 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         if export_quants else None,
         "prices": prices,
     }
+    if sum((cache_only, no_cache, refresh_cache)) > 1:
+        raise LrlError("--cache-only, --no-cache and --refresh-cache exclude each other: choose one")
     config = make_config(file_values, overrides)
     ui = UI(quiet=quiet)
     out = out or default_out_dir()
-    pipeline = Pipeline(config, obj.registry, out, ui=ui, cache_only=cache_only, pm=obj.pm)
+    cache = "off" if no_cache else "refresh" if refresh_cache else "use"
+    pipeline = Pipeline(config, obj.registry, out, ui=ui, cache_only=cache_only, pm=obj.pm, cache=cache)
     results = pipeline.run()
     _print_summary(results, ui)
     ui.say(f"results: {out / 'results.json'}")
@@ -166,6 +180,8 @@ def problems(obj: Context, task_name, preset, split, n, seed):
               help="Print every response whose answer or grade changed: problem, recorded and new answer, "
                    "deciding text.")
 @pass_ctx
+@writes("out")
+@reads_results("results_file")
 def rescore_command(obj: Context, results_file, task_name, out, explain):
     """Re-grade a results file (ours or the original experiment's, as published) with this project's
     extractor and solver, and show the corrected metrics next to the recorded ones."""
@@ -197,8 +213,8 @@ def rescore_command(obj: Context, results_file, task_name, out, explain):
 def plugins_command(obj: Context, as_json):
     """List every plugin: kind, name, module and distribution, and plugins that failed to load."""
     registry = obj.registry
-    rows = [{"kind": r.kind, "name": r.name, "module": r.module, "distribution": r.distribution,
-             "description": r.description} for r in registry.all()]
+    rows = [{"kind": r.kind, "name": r.name, "plugin": r.plugin, "module": r.module,
+             "distribution": r.distribution, "description": r.description} for r in registry.all()]
     failures = [{"name": f.name, "module": f.module, "error": f.error} for f in registry.failures]
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
@@ -207,12 +223,14 @@ def plugins_command(obj: Context, as_json):
     from rich.table import Table
 
     table = Table(title="lrl-harness plugins")
-    for col in ("kind", "name", "module", "distribution", "description"):
+    for col in ("kind", "name", "plugin", "module", "distribution", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["kind"], r["name"], r["module"], r["distribution"] or "-", r["description"])
+        table.add_row(r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-", r["description"])
     console = Console()
     console.print(table)
+    console.print("To turn a plugin off, list its 'plugin' name in LRL_HARNESS_DISABLE_PLUGINS "
+                  "(comma-separated).", highlight=False)
     for f in failures:
         console.print(f"[red]failed to load[/red] {f['name']} ({f['module']}): {f['error']}", highlight=False)
 
@@ -220,24 +238,93 @@ def plugins_command(obj: Context, as_json):
 # --- entry point ------------------------------------------------------------------------------
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that ``finally`` blocks (a converter subprocess, a
+    temporary folder) clean up exactly as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _debug_wanted(args: list[str]) -> bool:
+    return "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _command_of(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()) or "unknown error"
+
+
+def _error(message: str, code: int, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"lrl: error: {_one_line(message)}", err=True)
+    return code
+
+
+def _interrupted(args: list[str], code: int) -> int:
+    if _command_of(args) == "run":
+        click.echo("lrl: interrupted; re-run with the same --out to resume", err=True)
+    else:
+        click.echo("lrl: interrupted; nothing half-written was left behind", err=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``lrl``. The one error boundary: every failure ends in one line on stderr and an exit
+    status (2: bad input, 1: the work failed, 130/143: interrupted), a traceback only with
+    ``--debug`` or ``LRL_HARNESS_DEBUG=1``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_wanted(args)
+    args = [a for a in args if a != "--debug"]
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
     try:
         pm = make_plugin_manager()
         cli = build_cli(pm)
-        cli.main(args=argv, prog_name="lrl", standalone_mode=False)
+        result = cli.main(args=args, prog_name="lrl", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool) and result:
+            return result
     except LrlError as exc:
-        click.echo(f"lrl: error: {exc}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("lrl: aborted", err=True)
-        return 130
+        return _error(str(exc), exc.exit_code, debug)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__context__, Terminated):
+            return _interrupted(args, 143)
+        return _interrupted(args, 130)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "lrl"
+        return _error(f"{exc.format_message()} (see '{where} --help')", exc.exit_code, debug)
     except click.ClickException as exc:
-        exc.show()
+        return _error(exc.format_message(), exc.exit_code, debug)
+    except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("lrl: interrupted; re-run with the same --out to resume", err=True)
-        return 130
+        return _interrupted(args, 130)
+    except Terminated:
+        return _interrupted(args, 143)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "a file"
+        error = path_error(where, exc, "read or write")
+        return _error(str(error), error.exit_code, debug)
+    except MemoryError:
+        return _error("out of memory; try smaller sizes or batches", 1, debug)
+    except RecursionError:
+        return _error("input nested too deeply to read", 2, debug)
+    except Exception as exc:  # the boundary: a bug still ends in one line, with how to see more
+        return _error(f"internal error: {type(exc).__name__}: {_one_line(exc)[:300]} "
+                      f"(re-run with --debug or {DEBUG_ENV}=1 for the traceback)", 1, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
-

@@ -13,6 +13,7 @@ COMMANDS = (
     ("lrl_harness.bench", "bench_command"),
     ("lrl_harness.check", "check_command"),
     ("lrl_harness.report", "report_command"),
+    ("lrl_harness.cache_cli", "cache_command"),
 )
 
 

@@ -72,6 +72,33 @@ class RunConfig:
             raise ConfigError(f"transfer_format must be 'label' or 'trace', got {self.transfer_format!r}")
         if self.transfer_source not in ("code", "teacher"):
             raise ConfigError(f"transfer_source must be 'code' or 'teacher', got {self.transfer_source!r}")
+        for name in ("train_n", "test_n", "transfer_n", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("seed", "transfer_seed", "train_seed", "test_seed"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(self.teacher_max_tokens, int) or self.teacher_max_tokens < 1:
+            raise ConfigError(f"teacher_max_tokens must be a positive integer, got {self.teacher_max_tokens!r}")
+        if not self.stages:
+            raise ConfigError(f"no stage to run; stages are: {', '.join(STAGES)}")
+        from .export import QUANT_FTYPES
+
+        unknown = [q for q in self.export if not isinstance(q, str) or q.lower() not in QUANT_FTYPES]
+        if unknown:
+            raise ConfigError(f"unknown export quantisation {unknown[0]!r}; available: "
+                              f"{', '.join(QUANT_FTYPES)} (or 'none' to skip export)")
+        if self.prices is not None:
+            from .cost import load_prices
+
+            try:
+                load_prices(self.prices)
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.prices}: not a JSON or TOML price file (binary content)") from None
+            except OSError as exc:
+                raise ConfigError(f"{self.prices}: cannot read the price file ({exc.strerror})") from None
         return self
 
 
@@ -88,17 +115,29 @@ def load_toml(path: Path) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: malformed TOML ({exc})") from None
     data = data.get("run", data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: [run] must be a table of settings")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(FIELDS))}")
+    try:
+        _check_types(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return data
 
 
 def make_config(file_values: dict, overrides: dict) -> RunConfig:
+    _check_types(file_values)
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     for key in ("teacher_options", "student_options", "backend_options", "lora"):
         if key in file_values and key in overrides and overrides[key]:
             values[key] = {**file_values[key], **overrides[key]}
+    _check_types(values)
+    return RunConfig(**values).validate()
+
+
+def _check_types(values: dict) -> None:
     for key, value in values.items():
         expected = FIELDS[key].type
         if "dict" in str(expected) and not isinstance(value, dict):
@@ -110,14 +149,13 @@ def make_config(file_values: dict, overrides: dict) -> RunConfig:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         if expected in ("str", "str | None") and value is not None and not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
-    return RunConfig(**values).validate()
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
     """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
     out = {}
     for pair in pairs:
-        if "=" not in pair:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
             raise ConfigError(f"option {pair!r} must look like key=value")
         key, raw = pair.split("=", 1)
         try:

@@ -33,7 +33,9 @@ HF_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 class ConversionError(LrlError):
-    """The converter could not be obtained or failed on a model."""
+    """The converter could not be obtained or failed on a model (the work failed: exit status 1)."""
+
+    exit_code = 1
 
 
 def llama_cpp_version() -> str:
@@ -90,14 +92,42 @@ class Converter:
         tmp = out_file.with_name(f".{out_file.name}.{os.getpid()}.tmp")
         cmd = [sys.executable, str(self.root / script), *args, "--outfile", str(tmp)]
         try:
-            proc = subprocess.run(cmd, env=self.env(), cwd=self.root, capture_output=True, text=True)
-            if proc.returncode != 0 or not tmp.is_file():
+            returncode, stdout, stderr = run_tied(cmd, env=self.env(), cwd=self.root)
+            if returncode != 0 or not tmp.is_file():
                 raise ConversionError(f"{what} failed (llama.cpp converter {self.version}): "
-                                      f"{_last_line(proc.stderr or proc.stdout)}")
+                                      f"{_last_line(stderr or stdout)}")
             os.replace(tmp, out_file)
         finally:
             tmp.unlink(missing_ok=True)
         return out_file
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when the parent dies, however the parent dies
+    (SIGKILL included), so a converter is never left running as an orphan."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
+def run_tied(cmd: list[str], env: dict, cwd: Path) -> tuple[int, str, str]:
+    """Run ``cmd`` to completion with its output captured. The child dies with this process: on
+    Linux through PR_SET_PDEATHSIG (covers SIGKILL), everywhere by being killed in ``finally`` when
+    this process is interrupted (Ctrl-C, SIGTERM turned into an exception by the CLI)."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec)
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout, stderr
 
 
 def get_converter(llama_version: str | None = None, sdist: Path | str | None = None,

@@ -1,10 +1,21 @@
-"""Errors a user can cause. The CLI turns each into one line on stderr and exit status 2."""
+"""Errors a user can cause, and failures of the work itself. The CLI turns each into one line on
+stderr: exit status 2 for bad input (``LrlError``), 1 for work that failed (``WorkError``)."""
+
+from __future__ import annotations
+
+import errno
 
 
 class LrlError(Exception):
     """Bad input or an impossible request; the message is shown to the user as is."""
 
     exit_code = 2
+
+
+class WorkError(LrlError):
+    """The input was fine but the work failed (a server down, a converter crash, a full disk)."""
+
+    exit_code = 1
 
 
 class UnknownPluginError(LrlError):
@@ -29,3 +40,27 @@ class BackendUnavailableError(LrlError):
 
 class CacheMissError(LrlError):
     """``--cache-only`` was asked for and a request is not in the cache."""
+
+
+class RunLockedError(LrlError):
+    """Another ``lrl run`` holds the output folder."""
+
+
+# A path the user chose that cannot be used is bad input; anything else the disk does is a failure.
+_INPUT_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                 errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def path_error(path, exc: OSError, doing: str = "write") -> LrlError:
+    """One line for an OSError met while reading or writing ``path``, with what to do about it."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "choose a writable location" if doing == "write" else "check its permissions"
+    elif exc.errno == errno.ENOSPC:
+        hint = "free some disk space and re-run"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "check the path"
+    else:
+        hint = "check the path and the disk"
+    error = LrlError if exc.errno in _INPUT_ERRNOS else WorkError
+    return error(f"cannot {doing} {path}: {reason}; {hint}")

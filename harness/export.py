@@ -62,8 +62,9 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
         _check_gguf_adapter(Path(adapter))
     converter = converter or get_converter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(out_dir)
     files: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as work:
+    with tempfile.TemporaryDirectory(prefix=f".export-{os.getpid()}-", dir=out_dir) as work:
         work = Path(work)
         source = model_dir
         if architecture:
@@ -104,6 +105,41 @@ def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT
 
     write_json(out_dir / MANIFEST, record)
     return record
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_work(out_dir: Path) -> list[Path]:
+    """Remove what an export killed mid-way left in ``out_dir``: ``.export-<pid>-*`` work folders and
+    ``.<file>.<pid>.tmp`` files of processes that are gone (and work folders of the old unnamed kind)."""
+    import re
+    import shutil
+
+    removed = []
+    for item in Path(out_dir).iterdir():
+        match = re.fullmatch(r"\.export-(?:(\d+)-)?.*", item.name) if item.is_dir() else re.fullmatch(
+            r"\..+\.(\d+)\.tmp", item.name)
+        if match is None:
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue  # another export at work in the same folder
+        if pid == os.getpid():
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        removed.append(item)
+    return removed
 
 
 def _missing_architecture(model_dir: Path) -> str | None:
@@ -356,6 +392,9 @@ def _resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
             raise LrlError(f"{target}: this run has no student stage, so there is no model to export")
         adapter = target / "adapter"
         if not (adapter / "adapter_config.json").is_file():
+            if adapter.exists():
+                raise LrlError(f"{adapter} holds no trained adapter (no adapter_config.json); re-run `lrl run` "
+                               f"with --out {target} to finish training, or pass --adapter DIR")
             adapter = None
         return Path(model), adapter, target / "export"
     if (target / "config.json").is_file():
@@ -384,6 +423,9 @@ def export_command(source: Path, adapter: Path | None, out_dir: Path | None, qua
 
     model_dir, run_adapter, default_out = _resolve_source(source)
     out_dir = out_dir or default_out
+    from .results import check_writable
+
+    check_writable(out_dir, folder=True)
     console = Console(stderr=True)
     record = export_model(model_dir, out_dir, quants or DEFAULT_QUANTS, adapter or run_adapter,
                           progress=lambda m: console.print(f"{m} ...", highlight=False),

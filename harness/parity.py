@@ -176,6 +176,16 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     from .report import print_tables
     from .types import ModelSpec
 
+    if n < 1:
+        raise LrlError(f"-n must be a positive number of problems, got {n}")
+    if max_new_tokens < 1:
+        raise LrlError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if threads is not None and threads < 1:
+        raise LrlError(f"--threads must be a positive number of threads, got {threads}")
+    if out_file is not None:
+        from .results import check_writable
+
+        check_writable(out_file)  # refused now, not after the measurement
     model_dir, adapter, ggufs = _sources(source, ggufs, adapter)
     task = obj.task(task_name)
     problems = task.problems(preset, split, n=n)

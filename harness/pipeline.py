@@ -4,23 +4,38 @@ transfer data, LoRA training and the trained student, then export.
 Everything a run produces lives in its output folder. Each stage appends one line per finished batch
 to ``checkpoints/<stage>.jsonl``; ``results.json`` is rewritten atomically after every stage. A re-run
 with the same folder skips finished stages and resumes a stage at its first unfinished batch, so an
-interrupted run loses at most the batch in flight.
+interrupted run loses at most the batch in flight (LoRA training: at most the steps since its last
+training checkpoint).
+
+Every input is checked before the folder is claimed (``_preflight``); one run at a time holds a
+folder (an ``flock`` on ``.lock``, released by the kernel when a run dies, so a killed run never
+leaves it stuck); a checkpoint never counts a problem twice; ``elapsed_s`` adds up every invocation.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import machine
 from .config import RunConfig
-from .errors import ConfigError, LrlError
+from .errors import ConfigError, LrlError, ResultsFileError, RunLockedError, path_error
 from .plugins import Registry
 from .progress import UI
-from .results import STAGE_LABELS, STAGES, atomic_write_text, load_results, new_results, write_json
+from .results import (
+    STAGE_LABELS,
+    STAGES,
+    atomic_write_text,
+    check_writable,
+    load_results,
+    new_results,
+    write_json,
+)
 from .types import Completion, GenerationSettings, ModelSpec, Problem, StudentModel, TeacherRequest, sha256_text
 
 TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
@@ -28,7 +43,12 @@ STUDENT_STAGES = ("student_baseline", "lora")
 
 
 class Checkpoint:
-    """Append-only JSON lines, one per finished batch; a line cut short by a crash is dropped."""
+    """Append-only JSON lines, one per finished batch; a line cut short by a crash is dropped.
+
+    Each line is written with one ``write`` and fsynced, so a crash leaves whole lines and at most
+    one cut-short last line. Loading keeps batches 1, 2, 3... in order, each once, and never a
+    problem twice: a repeated batch or problem (a file written by two runs at once, before runs
+    took a lock) is dropped and the file rewritten without it."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -37,26 +57,75 @@ class Checkpoint:
         if not self.path.exists():
             return []
         entries, good = [], []
+        seen: set = set()
         for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
             if not line.endswith("\n"):
                 break
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if not isinstance(entry, dict) or not isinstance(entry.get("records"), list):
+                break
+            if entry.get("batch") != len(entries) + 1:
+                continue  # a batch already held (or out of order): dropped
+            ids = [r.get("problem_id") for r in entry["records"] if isinstance(r, dict)]
+            if len(ids) != len(entry["records"]) or seen.intersection(ids) or len(set(ids)) != len(ids):
+                continue
+            seen.update(ids)
+            entries.append(entry)
             good.append(line)
-        if sum(map(len, good)) != self.path.stat().st_size:
+        if sum(len(line.encode("utf-8")) for line in good) != self.path.stat().st_size:
             atomic_write_text(self.path, "".join(good))
         return entries
 
     def append(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            import os
+        data = (json.dumps(entry) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-            os.fsync(fh.fileno())
+
+class RunLock:
+    """One ``lrl run`` per output folder: an exclusive ``flock`` on ``<out>/.lock``. The kernel drops
+    it when the process ends, however it ends, so a killed run never leaves the folder locked."""
+
+    NAME = ".lock"
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise path_error(self.path.parent, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunLockedError(f"{self.path.parent} is in use by another lrl run (pid {holder}); wait for it "
+                                 "to finish, or use another --out folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+_BOOKKEEPING = {RunLock.NAME}
+"""Files a folder may hold and still count as empty (a lock taken by a run refused afterwards)."""
 
 
 def file_tree_sha256(root: Path) -> str:
@@ -74,7 +143,10 @@ def default_out_dir() -> Path:
 
 class Pipeline:
     def __init__(self, config: RunConfig, registry: Registry, out_dir: Path, ui: UI | None = None,
-                 cache_only: bool = False, pm=None):
+                 cache_only: bool = False, pm=None, cache: str = "use"):
+        if cache not in ("use", "off", "refresh"):
+            raise ConfigError(f"cache must be use, off or refresh, got {cache!r}")
+        self.cache = cache
         self.config = config
         self.registry = registry
         self.out = Path(out_dir).absolute()  # subprocesses (the GGUF converter) run elsewhere
@@ -93,20 +165,14 @@ class Pipeline:
         results_path = self.out / "results.json"
         config_path = self.out / "config.json"
         if config_path.exists():
-            try:
-                recorded = json.loads(config_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder") from None
-            if recorded.get("config_hash") != self.config.identity_hash():
-                changed = sorted(k for k, v in self.config.identity().items()
-                                 if recorded.get("config", {}).get(k) != v)
-                raise ConfigError(
-                    f"{self.out} belongs to a different configuration (differs in: {', '.join(changed) or '?'}); "
-                    "use another --out folder")
+            self._check_recorded_config()
             if results_path.exists():
-                return load_results(results_path)
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise ConfigError(f"{self.out} is not empty and holds no lrl-harness run; use another --out folder")
+                try:
+                    return load_results(results_path)
+                except ResultsFileError as exc:
+                    self.ui.say(f"[yellow]{exc}; rebuilding it from the checkpoints[/yellow]")
+        else:
+            self._refuse_foreign_folder()
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(config_path, {"config": self.config.identity(), "config_hash": self.config.identity_hash()})
         return new_results(
@@ -122,6 +188,83 @@ class Pipeline:
                 "prompt_hashes": self.task.prompt_hashes(),
             },
         )
+
+    def _check_recorded_config(self) -> None:
+        """Refuse a folder that holds a run of another configuration (read only)."""
+        config_path = self.out / "config.json"
+        try:
+            recorded = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder") from None
+        except OSError as exc:
+            raise path_error(config_path, exc, "read") from None
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("config", {}), dict):
+            raise LrlError(f"{config_path}: corrupt run configuration; use a new --out folder")
+        if recorded.get("config_hash") != self.config.identity_hash():
+            changed = sorted(k for k, v in self.config.identity().items()
+                             if recorded.get("config", {}).get(k) != v)
+            raise ConfigError(
+                f"{self.out} belongs to a different configuration (differs in: {', '.join(changed) or '?'}); "
+                "use another --out folder")
+
+    def _refuse_foreign_folder(self) -> None:
+        if (self.out.exists() and not (self.out / "config.json").exists()
+                and any(p.name not in _BOOKKEEPING for p in self.out.iterdir())):
+            raise ConfigError(f"{self.out} is not empty and holds no lrl-harness run; use another --out folder")
+
+    def _existing_results(self) -> dict | None:
+        """The results already in the folder, read only (None when there are none or they are damaged)."""
+        try:
+            return load_results(self.out / "results.json") if (self.out / "results.json").is_file() else None
+        except ResultsFileError:
+            return None
+
+    def _preflight(self) -> None:
+        """Every check that needs no output folder, before one is claimed: plugin names and options,
+        the student, LoRA settings, the teacher (its key), and that the folder can be written."""
+        from .options import check_options
+
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out} is a file; give a folder")
+        self._refuse_foreign_folder()
+        if (self.out / "config.json").is_file():
+            self._check_recorded_config()
+        cfg = self.config
+        for split in ("train", "test"):
+            self._split_seed(split)  # an unknown preset fails here
+        done = (self._existing_results() or {}).get("stages", {})
+        wanted = [s for s in STAGES if s in cfg.stages and s not in done]
+        teacher_reg = self.registry.get("teacher", cfg.teacher)
+        if teacher_reg.option_spec is not None:
+            check_options(f"teacher {cfg.teacher}", teacher_reg.option_spec,
+                          {**cfg.teacher_options, "max_tokens": cfg.teacher_options.get(
+                              "max_tokens", cfg.teacher_max_tokens)})
+        if any(s in STUDENT_STAGES for s in cfg.stages):
+            backend_reg = self.registry.get("backend", cfg.backend)
+            if backend_reg.option_spec is not None:
+                check_options(f"backend {cfg.backend}", backend_reg.option_spec, cfg.backend_options,
+                              unknown_label=cfg.backend)
+            if wanted and any(s in STUDENT_STAGES for s in wanted):
+                student = self.student
+                if "lora" in wanted:
+                    from .training import resolve_settings
+
+                    resolve_settings({**student.lora, **cfg.lora})
+        elif cfg.lora:
+            from .training import resolve_settings
+
+            resolve_settings(cfg.lora)
+        if cfg.export and "lora" in cfg.stages:
+            from .converter import llama_cpp_version
+
+            try:
+                llama_cpp_version()  # export needs llama-cpp-python: say so now, not after training
+            except LrlError as exc:
+                raise ConfigError(f"{exc} (or skip the export with --export none)") from None
+        if any(s in TEACHER_STAGES for s in wanted) or (
+                "lora" in wanted and cfg.transfer_source == "teacher"):
+            self.teacher.info()  # a missing key or a bad option fails now
+        check_writable(self.out, folder=True)
 
     def _split_seed(self, split: str) -> int:
         override = self.config.train_seed if split == "train" else self.config.test_seed
@@ -142,10 +285,11 @@ class Pipeline:
             options["_registry"] = self.registry
             options["_cache_only"] = self.cache_only
             teacher = reg.factory(task=self.task, options=options)
-            if getattr(teacher, "is_language_model", False):
+            if getattr(teacher, "is_language_model", False) and self.cache != "off":
                 from .cache import CachedTeacher  # only language-model answers cost money or time
 
-                teacher = CachedTeacher(teacher, _cache_root(), cache_only=self.cache_only)
+                teacher = CachedTeacher(teacher, _cache_root(), cache_only=self.cache_only,
+                                        read=self.cache != "refresh")
             self._teacher = teacher
         return self._teacher
 
@@ -180,10 +324,20 @@ class Pipeline:
     # --- the run ----------------------------------------------------------------------------
 
     def run(self) -> dict:
+        self._preflight()
+        lock = RunLock(self.out)
+        lock.acquire()
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> dict:
         results = self._open_out_dir()
         self.results = results
+        self._started = time.perf_counter()
+        self._elapsed_before = max(float(results.get("elapsed_s") or 0.0), self._recorded_elapsed())
         self.pm.hook.run_started(config=self.config, out_dir=self.out)
-        started = time.perf_counter()
         wanted = [s for s in STAGES if s in self.config.stages]
         if any(s in TEACHER_STAGES and s not in results["stages"] for s in wanted):
             results["teacher"] = self.teacher.info()  # fails early on a missing key or bad option
@@ -207,13 +361,28 @@ class Pipeline:
         cost = self._cost_block()
         if cost:
             results["cost"] = cost
-        results["elapsed_s"] = results.get("elapsed_s", 0.0) + (time.perf_counter() - started)
         self._save()
         self.pm.hook.run_finished(results=results, out_dir=self.out)
         return results
 
     def _save(self) -> None:
+        self.results["elapsed_s"] = self._tick()
         write_json(self.out / "results.json", self.results)
+
+    ELAPSED = "elapsed.json"
+
+    def _recorded_elapsed(self) -> float:
+        try:
+            return float(json.loads((self.out / self.ELAPSED).read_text(encoding="utf-8"))["elapsed_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    def _tick(self) -> float:
+        """Seconds spent on this folder over every invocation so far, also kept in ``elapsed.json``
+        after every batch, so time spent by an invocation that was killed still counts."""
+        total = round(self._elapsed_before + time.perf_counter() - self._started, 3)
+        atomic_write_text(self.out / self.ELAPSED, json.dumps({"elapsed_s": total}) + "\n")
+        return total
 
     def _cost_block(self) -> dict | None:
         """Teacher usage per stage and the break-even the original experiment claimed (teacher cost per
@@ -293,10 +462,11 @@ class Pipeline:
         state = done[-1].get("state", {}) if done else {}
         size = self.config.batch_size
         batches = [problems[i:i + size] for i in range(0, len(problems), size)]
-        started = time.perf_counter()
+        started = time.perf_counter() - sum(float(e.get("elapsed_s") or 0.0) for e in done)
         with self.ui.task(f"{stage} ({self.teacher.name})", len(problems)) as advance:
             advance(completed=len(records))
             for index in range(len(done), len(batches)):
+                batch_started = time.perf_counter()
                 batch = batches[index]
                 strategy = strategy_for_batch(state)
                 prompts = [self.task.teacher_prompt(p, strategy) for p in batch]
@@ -311,7 +481,9 @@ class Pipeline:
                     state, usage = after_batch(index + 1, batch_records, dict(state))
                     entry["state"], entry["usage"] = state, usage
                     extra_usage.extend(usage)
+                entry["elapsed_s"] = round(time.perf_counter() - batch_started, 6)
                 checkpoint.append(entry)
+                self._tick()
                 records.extend(batch_records)
                 correct = sum(r["correct"] for r in records)
                 advance(len(batch), note=f"{correct}/{len(records)} correct")
@@ -410,7 +582,7 @@ class Pipeline:
         done = checkpoint.load()
         records = [r for entry in done for r in entry["records"]]
         settings = GenerationSettings(max_new_tokens=self.config.max_new_tokens or student.max_new_tokens)
-        started = time.perf_counter()
+        started = time.perf_counter() - sum(float(e.get("elapsed_s") or 0.0) for e in done)
         with _status(self.ui, f"loading {student.name} on {self.config.backend}"):
             backend = reg.factory(model=spec, options=dict(self.config.backend_options))
         try:
@@ -421,13 +593,16 @@ class Pipeline:
             with self.ui.task(f"{stage} ({student.name} on {self.config.backend})", len(problems)) as advance:
                 advance(completed=len(records))
                 for start in range(len(records), len(problems), size):
+                    batch_started = time.perf_counter()
                     batch = problems[start:start + size]
                     prompts = self._render([self.task.student_prompt(p, strategy) for p in batch])
                     completions = backend.generate(prompts, settings)
                     batch_records = [self._record(p, t, c) for p, t, c in zip(batch, prompts, completions)]
                     for r in batch_records:
                         self.pm.hook.problem_scored(stage=stage, record=r)
-                    checkpoint.append({"batch": start // size + 1, "records": batch_records})
+                    checkpoint.append({"batch": start // size + 1, "records": batch_records,
+                                       "elapsed_s": round(time.perf_counter() - batch_started, 6)})
+                    self._tick()
                     records.extend(batch_records)
                     advance(len(batch), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
         finally:
@@ -448,9 +623,12 @@ class Pipeline:
         test = self._problems("test")
         adapter_dir = self.out / "adapter"
         training_path = self.out / "training.json"
+        if not training_path.exists() and (adapter_dir / "training.json").is_file():  # killed right after saving
+            write_json(training_path, json.loads((adapter_dir / "training.json").read_text(encoding="utf-8")))
         if not (training_path.exists() and adapter_dir.exists()):
             examples, transfer = self._transfer_data(prompt_strategy, test)
             self.results["transfer"] = transfer
+            write_json(self.out / "transfer.json", transfer)
             self.results["provenance"]["transfer_sha256"] = transfer["sha256"]
             self._save()
             from .training import train_lora
@@ -458,13 +636,23 @@ class Pipeline:
             settings = {**student.lora, **self.config.lora}
             steps_hint = settings.get("max_steps")
             with self.ui.task("lora training", steps_hint) as advance:
+                last_tick = [time.perf_counter()]
+
                 def progress(step, total, loss):
                     advance(completed=step, note=f"loss {loss:.3f}" if loss is not None else "")
+                    if time.perf_counter() - last_tick[0] > 5:  # training time counts even if killed
+                        self._tick()
+                        last_tick[0] = time.perf_counter()
 
                 training = train_lora(student.path, examples, adapter_dir, settings, progress=progress,
-                                      seed=self.config.seed)
+                                      seed=self.config.seed,
+                                      checkpoint=self.out / "checkpoints" / "lora-training.pt")
             write_json(training_path, training)
         training = json.loads(training_path.read_text(encoding="utf-8"))
+        if "transfer" not in self.results and (self.out / "transfer.json").is_file():  # results.json rebuilt
+            transfer = json.loads((self.out / "transfer.json").read_text(encoding="utf-8"))
+            self.results["transfer"] = transfer
+            self.results["provenance"]["transfer_sha256"] = transfer.get("sha256")
         self.results["training"] = training
         self.results["provenance"]["adapter_sha256"] = training.get("adapter_sha256")
         records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir)

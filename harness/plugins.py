@@ -47,6 +47,12 @@ class Registration:
     options: dict = field(default_factory=dict)
     description: str = ""
 
+    @property
+    def option_spec(self) -> dict | None:
+        """The options the plugin declared (``register(..., options={name: Option})``), or None."""
+        spec = self.options.get("options")
+        return spec if isinstance(spec, dict) else None
+
 
 class Registry:
     """Name -> factory, per kind, collected once per plugin manager."""
@@ -110,9 +116,15 @@ def make_plugin_manager(
     pm.add_hookspecs(hookspecs)
     pm.lrl_failures = []
     pm.lrl_distributions = {}
-    blocked = set(blocked) | {b.strip() for b in os.environ.get(DISABLE_ENV, "").split(",") if b.strip()}
+    from_env = {b.strip() for b in os.environ.get(DISABLE_ENV, "").split(",") if b.strip()}
+    blocked = set(blocked) | from_env
     if load_entry_points:
-        for ep in sorted(entry_points(group=PROJECT), key=lambda e: e.name):
+        found = sorted(entry_points(group=PROJECT), key=lambda e: e.name)
+        unknown = sorted(from_env - {ep.name for ep in found})
+        if unknown:
+            raise LrlError(f"{DISABLE_ENV}: no plugin is named {unknown[0]!r}; the names it takes (the 'plugin' "
+                           f"column of `lrl plugins`): {', '.join(ep.name for ep in found)}")
+        for ep in found:
             if ep.name in blocked or pm.get_plugin(ep.name) is not None:
                 continue
             try:

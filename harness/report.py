@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .results import STAGE_LABELS, STAGES, atomic_write_text, load_results
+from .results import STAGE_LABELS, STAGES, atomic_write_text, check_writable, load_results
 
 ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "95% CI", "n")
 SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
@@ -547,6 +547,7 @@ img {{ max-width: 100%; }}
 def report_command(results_file, out_dir):
     """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
     results = load_results(results_file)
+    check_writable(out_dir, folder=True)
     print_tables(all_tables(results))
     click.echo(EXPLANATION)
     for name, path in write_report(results, out_dir).items():

@@ -64,7 +64,37 @@ def resolve_settings(settings: dict | None) -> dict:
         raise ConfigError(f"LoRA setting max_steps must be a positive integer, got {s['max_steps']!r}")
     if isinstance(s["target_modules"], tuple):
         s["target_modules"] = list(s["target_modules"])
+    _check_number(s, "lr", 0, None, "a positive number", open_low=True)
+    _check_number(s, "alpha", 0, None, "a positive number", open_low=True)
+    _check_number(s, "dropout", 0, 1, "a number from 0 to below 1", open_high=True)
+    _check_number(s, "warmup_ratio", 0, 1, "a number from 0 to below 1", open_high=True)
+    _check_number(s, "weight_decay", 0, None, "a non-negative number")
+    _check_number(s, "max_grad_norm", 0, None, "a positive number", open_low=True)
+    if s["max_steps"] is None:
+        _check_number(s, "epochs", 0, None, "a positive number", open_low=True)
+    modules = s["target_modules"]
+    if not (isinstance(modules, str) and modules) and not (
+            isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
+        raise ConfigError(f"LoRA setting target_modules must be a module name, 'all-linear' or a list of names, "
+                          f"got {modules!r}")
+    saved = s["modules_to_save"]
+    if saved is not None and not (isinstance(saved, list) and all(isinstance(m, str) and m for m in saved)):
+        raise ConfigError(f"LoRA setting modules_to_save must be a list of module names, got {saved!r}")
+    if not isinstance(s["device"], str) or not (s["device"] in ("auto", "cpu", "cuda", "mps")
+                                                 or s["device"].startswith("cuda:")):
+        raise ConfigError(f"LoRA setting device must be auto, cpu, cuda or cuda:N, got {s['device']!r}")
     return s
+
+
+def _check_number(s: dict, key: str, low: float, high: float | None, words: str, *, open_low: bool = False,
+                  open_high: bool = False) -> None:
+    value = s[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high))
+    if not ok:
+        raise ConfigError(f"LoRA setting {key} must be {words}, got {value!r}")
 
 
 def import_torch():
@@ -125,13 +155,20 @@ def learning_rate_factor(step: int, total: int, warmup: int, schedule: str) -> f
 
 
 def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: dict,
-               progress: Callable[[int, int, float], None] | None = None, seed: int = 0) -> dict:
+               progress: Callable[[int, int, float], None] | None = None, seed: int = 0,
+               checkpoint: Path | None = None, checkpoint_every: int | None = None) -> dict:
     """Train a LoRA adapter on ``examples`` (each with an already-rendered "prompt" and a "target")
     and save it, with the tokenizer, into ``out_dir`` (written atomically).
 
     Returns what was done: the settings used, steps, examples, elapsed_s, loss_curve
     ([step, mean loss] every few steps), final_loss, trainable_params and adapter_sha256.
     ``progress(step, total, loss)`` is called after every optimizer step.
+
+    With ``checkpoint`` (a file path) the state of training (trainable weights, optimizer, grad
+    scaler, RNG, position in the data stream, loss curve) is saved there atomically every
+    ``checkpoint_every`` steps (default: every 5% of the steps), and a later call with the same
+    inputs resumes from it; the checkpoint is removed once the adapter is saved. A checkpoint made
+    from other inputs (settings, seed, examples) is ignored.
     """
     torch, transformers, peft = _import_stack()
     s = resolve_settings(settings)
@@ -160,18 +197,22 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         for p in trainable:  # master copies in fp32 even when the base model runs in half precision
             p.data = p.data.float()
         model.to(device).train()
-        result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress)
+        resume = None
+        if checkpoint is not None:
+            resume = _Resume(torch, Path(checkpoint), _fingerprint(s, seed, encoded, model_path), checkpoint_every)
+        result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress, resume)
 
     trainable_params = sum(p.numel() for p in trainable)
     out_dir = Path(out_dir)
-    _save_atomically(out_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    _save_atomically(out_dir, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp),
+                                           _sort_adapter_config(tmp)))
     report = {
         "settings": s,
         "seed": seed,
         "steps": result["steps"],
         "examples": len(examples),
         "target_tokens": sum(len(ids) - start for ids, start in encoded),
-        "elapsed_s": round(time.perf_counter() - started, 3),
+        "elapsed_s": round(time.perf_counter() - started + result.get("elapsed_before_s", 0.0), 3),
         "loss_curve": result["loss_curve"],
         "final_loss": result["final_loss"],
         "trainable_params": trainable_params,
@@ -179,7 +220,11 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         "dtype": str(dtype).removeprefix("torch."),
         "adapter_sha256": adapter_sha256(out_dir),
     }
+    if result.get("resumed_at_step"):
+        report["resumed_at_step"] = result["resumed_at_step"]
     (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    if resume is not None:
+        resume.remove()
     return report
 
 
@@ -195,7 +240,62 @@ def training_dtype(torch, device: str, requested: str = "auto"):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress) -> dict:
+def _sort_adapter_config(folder: Path) -> None:
+    """peft writes ``target_modules`` from a set, in an order that changes from process to process;
+    sorted, the same training gives the same file and the same adapter_sha256."""
+    path = Path(folder) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _fingerprint(s: dict, seed: int, encoded: list, model_path: str) -> str:
+    blob = json.dumps({"settings": s, "seed": seed, "model": str(model_path), "examples": encoded},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Resume:
+    """Where training state is saved every few steps, and read back on resume."""
+
+    def __init__(self, torch, path: Path, fingerprint: str, every: int | None):
+        self.torch, self.path, self.fingerprint, self.every = torch, path, fingerprint, every
+
+    def interval(self, total: int) -> int:
+        return self.every if self.every else max(1, math.ceil(total / 20))
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = self.torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # a damaged checkpoint is not worth a failure: train from the start
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress,
+              resume: _Resume | None = None) -> dict:
     micro, accum = s["batch_size"], s["grad_accum"]
     per_step = micro * accum
     if s["max_steps"] is not None:
@@ -210,7 +310,24 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     batches_stream = _micro_batches(torch, encoded, micro, seed)
     log_every = max(1, total // 50)
     curve, window, final_loss = [], [], float("nan")
-    for step in range(total):
+    first, elapsed_before, started = 0, 0.0, time.perf_counter()
+    named = [name for name, p in model.named_parameters() if p.requires_grad]
+    state = resume.load() if resume is not None else None
+    if state is not None and state["total"] == total and 0 < state["step"] < total:
+        with torch.no_grad():
+            for p, saved in zip(trainable, (state["params"][n] for n in named), strict=True):
+                p.copy_(saved.to(p.device, p.dtype))
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        curve, window, final_loss = state["curve"], state["window"], state["final_loss"]
+        first, elapsed_before = state["step"], state.get("elapsed_s", 0.0)
+        for _ in range(first * accum):  # the data stream is a pure function of the seed: replay it
+            next(batches_stream)
+    for step in range(first, total):
         for group in optimizer.param_groups:
             group["lr"] = s["lr"] * learning_rate_factor(step, total, warmup, s["schedule"])
         batches = [next(batches_stream) for _ in range(accum)]
@@ -241,7 +358,21 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
             window = []
         if progress is not None:
             progress(step + 1, total, step_loss)
-    return {"steps": total, "loss_curve": curve, "final_loss": round(final_loss, 6)}
+        if resume is not None and (step + 1) % resume.interval(total) == 0 and step + 1 < total:
+            resume.save({
+                "step": step + 1, "total": total,
+                "params": {n: p.detach().cpu().clone() for n, p in zip(named, trainable, strict=True)},
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
+                "curve": curve, "window": window, "final_loss": final_loss,
+                "elapsed_s": elapsed_before + time.perf_counter() - started,
+            })
+    result = {"steps": total, "loss_curve": curve, "final_loss": round(final_loss, 6),
+              "elapsed_before_s": elapsed_before}
+    if first:
+        result["resumed_at_step"] = first
+    return result
 
 
 def _micro_batches(torch, encoded: list, micro: int, seed: int, pool: int = 8):

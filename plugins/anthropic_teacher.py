@@ -32,6 +32,7 @@ from lrl_harness import hookimpl
 from lrl_harness.cache import TeacherError
 from lrl_harness.cost import load_prices
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.options import Option, check_options
 from lrl_harness.types import Completion, TeacherRequest
 
 DEFAULT_MODEL = "claude-haiku-4-5"
@@ -41,35 +42,24 @@ SAMPLING_API_VERSION = "2023-06-01"
 """The last API version that accepts ``temperature``."""
 
 OPTIONS = {
-    # name: (default, type, check, requirement shown to the user)
-    "model": (DEFAULT_MODEL, str, lambda v: bool(v.strip()), "a model id"),
-    "temperature": (0.0, float, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1 (or null)"),
-    "max_tokens": (1024, int, lambda v: v >= 1, "a positive integer"),
-    "system": (None, str, lambda v: True, "a string"),
-    "base_url": (None, str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
-    "timeout": (120.0, float, lambda v: v > 0, "a positive number of seconds"),
-    "max_retries": (4, int, lambda v: v >= 0, "a non-negative integer"),
-    "concurrency": (1, int, lambda v: v >= 1, "a positive integer"),
-    "prices": (None, str, lambda v: True, "the path of a JSON or TOML price file"),
+    "model": Option(str, DEFAULT_MODEL, "the model id", check=lambda v: bool(v.strip()), requirement="a model id"),
+    "temperature": Option(float, 0.0, "sampling temperature; null sends none", min=0, max=1, nullable=True),
+    "max_tokens": Option(int, 1024, "new tokens per answer", min=1),
+    "system": Option(str, None, "a system prompt", nullable=True),
+    "base_url": Option(str, None, "another endpoint speaking the Messages API", nullable=True,
+                       check=lambda v: v.startswith(("http://", "https://")), requirement="an http(s) URL"),
+    "timeout": Option(float, 120.0, "seconds per attempt", check=lambda v: v > 0,
+                      requirement="a positive number of seconds"),
+    "max_retries": Option(int, 4, "retries the SDK makes", min=0),
+    "concurrency": Option(int, 1, "requests in flight at once", min=1),
+    "prices": Option(str, None, "the path of a JSON or TOML price file", nullable=True),
 }
 
 
 def read_options(options: dict | None) -> dict:
     """Defaults plus the user's options, checked; ``_``-prefixed keys are the pipeline's own."""
-    options = {k: v for k, v in (options or {}).items() if not k.startswith("_")}
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r} for teacher anthropic; known: {', '.join(OPTIONS)}")
-    values = {}
-    for name, (default, kind, check, requirement) in OPTIONS.items():
-        value = options.get(name, default)
-        if value is not None:
-            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else kind)
-            if not ok or not check(kind(value)):
-                raise ConfigError(f"teacher anthropic: option {name} must be {requirement}, got {value!r}")
-            value = kind(value)
-        values[name] = value
-    return values
+    values = check_options("teacher anthropic", OPTIONS, options)
+    return {k: v for k, v in values.items() if not k.startswith("_")}
 
 
 class AnthropicTeacher:
@@ -111,6 +101,11 @@ class AnthropicTeacher:
     def cache_identity(self) -> dict:
         return {"teacher": self.name, "model": self.model, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "system": self.system}
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where requests go when it is not Anthropic's own API; part of every cache key."""
+        return self.base_url.rstrip("/") if self.base_url else None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -271,6 +266,6 @@ def make_teacher(task=None, options: dict | None = None) -> AnthropicTeacher:
 
 @hookimpl
 def register_teachers(register):
-    register("anthropic", make_teacher,
+    register("anthropic", make_teacher, options=OPTIONS,
              description=f"Claude over the Anthropic Messages API (default {DEFAULT_MODEL}; "
                          f"needs {KEY_ENV})")

@@ -12,11 +12,26 @@ from pathlib import Path
 
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.options import Option, check_options
 from lrl_harness.training import DEFAULT_SETTINGS
 from lrl_harness.types import StudentModel
 
 ORIGINAL_LORA = dict(DEFAULT_SETTINGS)  # the original experiment's recipe
-KNOWN_OPTIONS = {"model", "chat_template", "max_new_tokens", "transfer_examples", "lora"}
+OPTIONS = {
+    "model": Option(str, None, "a Hugging Face hub id (org/name) or a local directory", nullable=True),
+    "chat_template": Option(bool, None, "wrap prompts in the tokenizer's chat template (default: when it has one)",
+                            nullable=True),
+    "max_new_tokens": Option(int, 32, "new tokens per answer", min=1),
+    "transfer_examples": Option(int, 100, "training examples", min=1),
+    "lora": Option(dict, None, "LoRA settings", nullable=True),
+}
+KNOWN_OPTIONS = set(OPTIONS)
+
+
+def looks_local(model: str) -> bool:
+    """A local path rather than a hub id: absolute, relative with ./ or ../, ~, or more than org/name."""
+    return (model.startswith(("/", "./", "../", "~", "\\")) or model.count("/") > 1
+            or Path(model).expanduser().exists())
 
 
 def has_chat_template(model: str) -> bool:
@@ -33,15 +48,14 @@ def has_chat_template(model: str) -> bool:
 
 def hf_student(task, options: dict, cache_dir: Path) -> StudentModel:
     """Factory for the ``hf`` student. ``options["model"]`` is a hub id or a local directory."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - KNOWN_OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r} for the hf student; "
-                          f"known: {', '.join(sorted(KNOWN_OPTIONS))}")
+    options = check_options("the hf student", OPTIONS, options)
     model = options.get("model")
-    if not model or not isinstance(model, str):
+    if not model or not model.strip():
         raise ConfigError("the hf student needs the option model: a Hugging Face hub id "
                           "(e.g. Qwen/Qwen2.5-3B-Instruct) or a local directory")
+    if looks_local(model) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"cannot load the tokenizer of {model!r}: no such folder (a local model is a "
+                          "directory; a hub id looks like org/name)")
     chat = options.get("chat_template")
     if chat is None:
         chat = has_chat_template(model)
@@ -51,13 +65,13 @@ def hf_student(task, options: dict, cache_dir: Path) -> StudentModel:
         chat_template=bool(chat),
         strategy_in_prompt=True,
         transfer_format="label",
-        transfer_examples=int(options.get("transfer_examples", 100)),
+        transfer_examples=options["transfer_examples"],
         lora={**ORIGINAL_LORA, **(options.get("lora") or {})},
-        max_new_tokens=int(options.get("max_new_tokens", 32)),
+        max_new_tokens=options["max_new_tokens"],
         info={"description": f"Hugging Face model {model}", "model": model, "chat_template": bool(chat)},
     )
 
 
 @hookimpl
 def register_students(register):
-    register("hf", hf_student, description="any Hugging Face causal LM (hub id or local directory)")
+    register("hf", hf_student, options=OPTIONS, description="any Hugging Face causal LM (hub id or local directory)")

@@ -26,11 +26,20 @@ import time
 from pathlib import Path
 
 from lrl_harness import hookimpl
-from lrl_harness.config import parse_flag
 from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
+from lrl_harness.options import Option, check_options
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
-_OPTIONS = {"n_threads", "n_ctx", "n_batch", "seed", "lora_scale", "prefix_cache", "quant"}
+OPTIONS = {
+    "n_threads": Option(int, None, "threads (default: half the cores)", min=1, nullable=True),
+    "n_ctx": Option(int, None, "context length (default: 2048 or the model's)", min=16, nullable=True),
+    "n_batch": Option(int, 512, "prompt batch size", min=1),
+    "seed": Option(int, 0, "sampling seed", min=0),
+    "lora_scale": Option(float, 1.0, "scale of a GGUF LoRA adapter", min=0),
+    "prefix_cache": Option(bool, True, "reuse the KV cache of the previous prompt's shared prefix"),
+    "quant": Option(str, "f32", "GGUF type when a Hugging Face directory is exported first",
+                    choices=("f32", "f16", "q8_0", "q4_k_m")),
+}
 PENALTY_NOTE = ("llama.cpp applies the repetition penalty to generated tokens only; transformers "
                 "also penalises the prompt's tokens")
 
@@ -39,21 +48,16 @@ class LlamaCppBackend:
     name = "llamacpp"
 
     def __init__(self, model: ModelSpec, options: dict | None = None):
-        options = dict(options or {})
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"unknown llamacpp option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
+        options = check_options("backend llamacpp", OPTIONS, options, unknown_label="llamacpp")
         try:
             from llama_cpp import Llama
         except ImportError:
             raise BackendUnavailableError(
                 "the llamacpp backend needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
-        from lrl_harness.export import QUANT_FTYPES, gguf_for, validate_gguf
+        from lrl_harness.export import gguf_for, validate_gguf
 
         path, adapter = Path(model.path), model.adapter
-        self.quant = str(options.get("quant", "f32"))
-        if self.quant not in QUANT_FTYPES:
-            raise ConfigError(f"unknown quant {self.quant!r}; available: {', '.join(QUANT_FTYPES)}")
+        self.quant = options["quant"]
         self.converted_from = None
         if path.is_dir():  # a Hugging Face directory (a pipeline student): export it once, then load
             peft_dir = Path(adapter) if adapter and Path(adapter).is_dir() else None
@@ -67,13 +71,13 @@ class LlamaCppBackend:
         if adapter:
             validate_gguf(Path(adapter), load=False)
         self.model, self.path, self.adapter = model, path, adapter
-        self.n_threads = int(options.get("n_threads") or max(1, (os.cpu_count() or 2) // 2))
+        self.n_threads = options["n_threads"] or max(1, (os.cpu_count() or 2) // 2)
         self.gguf = {k: v for k, v in header["metadata"].items() if not isinstance(v, list)}
-        self.n_ctx = int(options.get("n_ctx") or min(2048, _trained_context(header) or 2048))
-        self.n_batch = int(options.get("n_batch", 512))
-        self.seed = int(options.get("seed", 0))
-        self.prefix_cache = parse_flag(options.get("prefix_cache", True))
-        self.lora_scale = float(options.get("lora_scale", 1.0))
+        self.n_ctx = options["n_ctx"] or min(2048, _trained_context(header) or 2048)
+        self.n_batch = options["n_batch"]
+        self.seed = options["seed"]
+        self.prefix_cache = options["prefix_cache"]
+        self.lora_scale = options["lora_scale"]
         try:
             self.llm = Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
@@ -257,4 +261,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:
 
 @hookimpl
 def register_backends(register):
-    register("llamacpp", factory, description="llama-cpp-python on CPU, loading a GGUF file (greedy)")
+    register("llamacpp", factory, description="llama-cpp-python on CPU, loading a GGUF file (greedy)",
+             options=OPTIONS)

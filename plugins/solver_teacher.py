@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from lrl_harness import hookimpl
+from lrl_harness.options import Option, check_options
 from lrl_harness.types import Completion, TeacherRequest
 
 
@@ -69,7 +70,18 @@ class SolverTeacher:
         return "\n".join(lines)
 
 
+OPTIONS = {
+    "max_tokens": Option(int, 1024, "accepted for symmetry with language-model teachers; unused", min=1),
+    "prices": Option(str, None, "accepted for symmetry; the solver costs nothing", nullable=True),
+}
+
+
+def make_teacher(task, options: dict | None = None) -> SolverTeacher:
+    check_options("teacher solver", OPTIONS, options)
+    return SolverTeacher(task)
+
+
 @hookimpl
 def register_teachers(register):
-    register("solver", lambda task, options=None: SolverTeacher(task),
+    register("solver", make_teacher, options=OPTIONS,
              description="exact solver (not a language model; the offline default)")

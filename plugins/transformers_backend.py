@@ -20,6 +20,7 @@ from typing import Any
 
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.options import Option, check_options
 from lrl_harness.prompting import encode_prompt
 from lrl_harness.training import import_torch
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
@@ -27,6 +28,14 @@ from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 DEFAULT_BATCH_SIZE = 32
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
+OPTIONS = {
+    "device": Option(str, "auto", "where the model runs",
+                     check=lambda v: v in ("auto", "cpu", "mps", "cuda") or v.startswith("cuda:"),
+                     requirement="auto, cpu, cuda or cuda:N"),
+    "dtype": Option(str, None, "weights dtype (default: float32 on CPU, bf16/fp16 on a GPU)",
+                    choices=("auto", *_DTYPES), nullable=True),
+    "batch_size": Option(int, DEFAULT_BATCH_SIZE, "prompts per generate() call", min=1),
+}
 
 
 def _import_torch_stack():
@@ -60,16 +69,14 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model: ModelSpec, options: dict | None = None):
-        options = dict(options or {})
+        options = check_options("backend transformers", OPTIONS, options, unknown_label="transformers")
         torch, transformers = _import_torch_stack()
         transformers.utils.logging.disable_progress_bar()
         self._torch = torch
         self.spec = model
         self.device = resolve_device(torch, options.get("device"))
         self.dtype = resolve_dtype(torch, self.device, options.get("dtype") or model.dtype)
-        self.batch_size = int(options.get("batch_size") or DEFAULT_BATCH_SIZE)
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        self.batch_size = options["batch_size"]
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.tokenizer or model.path)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(model.path, dtype=self.dtype)
@@ -266,4 +273,5 @@ def transformers_backend(model: ModelSpec, options: dict | None = None) -> Trans
 @hookimpl
 def register_backends(register):
     register("transformers", transformers_backend,
-             description="Hugging Face transformers on CPU or CUDA, batched greedy decoding, LoRA adapters")
+             description="Hugging Face transformers on CPU or CUDA, batched greedy decoding, LoRA adapters",
+             options=OPTIONS)

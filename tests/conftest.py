@@ -27,3 +27,43 @@ def offline_run(tmp_path_factory):
     code = main(["run", "--quiet", "--out", str(out)])
     assert code == 0, "lrl run failed"
     return out, load_results(out / "results.json")
+
+
+# A whole `lrl run` small enough for a few seconds: a tiny student of one layer, 20 problems per
+# split, 64 transfer examples, 20 LoRA steps, f32 export only.
+SMALL_STUDENT = ("--student-opt", "hidden_size=32", "--student-opt", "num_layers=1", "--student-opt",
+                 "num_heads=2", "--student-opt", "intermediate_size=64", "--student-opt", "bpe_vocab=300")
+
+
+def small_run_args(out, *extra, steps: int = 20) -> list[str]:
+    return ["run", "--quiet", "--out", str(out), *SMALL_STUDENT, "--test-n", "20", "--train-n", "20",
+            "--transfer-n", "64", "--lora-opt", f"max_steps={steps}", "--export", "f32", *extra]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A complete small run (every stage, export and parity), made once per session."""
+    from lrl_harness.cli import main
+
+    out = tmp_path_factory.mktemp("small-run") / "run"
+    assert main(small_run_args(out)) == 0, "the small lrl run failed"
+    return out
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot create files in: a read-only folder, or (as root, whom
+    permissions do not stop) a path under /sys, where nobody can create files."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    probe = folder / "probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        yield folder
+    else:
+        probe.unlink()
+        yield Path("/sys/lrl-harness-unwritable")
+    finally:
+        folder.chmod(0o755)

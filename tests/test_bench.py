@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from lrl_harness import hookimpl
 from lrl_harness.bench import bench_command, parse_target, percentile, run_bench, unique_labels
 from lrl_harness.errors import ConfigError, LrlError
+from lrl_harness.metrics import score_stage
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness.results import load_results, new_results, write_json
 from lrl_harness.types import Completion, ModelSpec, sha256_text
@@ -188,12 +189,13 @@ def make_run(tmp_path, task, strategy_in_prompt=True, tamper=False):
     if tamper:
         (run / "export" / "model-q8_0.gguf").write_bytes(b"GGUF changed")
     seen = STRATEGY if strategy_in_prompt else None
-    lora_records = [{"problem_id": p.id, "problem": task.describe(p),
+    lora_records = [{"problem_id": p.id, "difficulty": p.difficulty, "problem": task.describe(p),
+                     "expected": p.expected, "answer": p.expected, "correct": True,
                      "prompt_sha256": sha256_text(task.student_prompt(p, seen))} for p in problems]
     results = new_results(
         task="meeting-rooms", preset="balanced", split="test", config={"test_n": 12},
         provenance={"seeds": {"test": 5}, "strategy": STRATEGY, "strategy_sha256": sha256_text(STRATEGY)})
-    results["stages"]["lora"] = {"results": lora_records, "who": {
+    results["stages"]["lora"] = {**score_stage(lora_records), "results": lora_records, "who": {
         "student": "tiny", "path": "base-model", "adapter": str(run / "adapter"),
         "strategy_in_prompt": strategy_in_prompt, "settings": {"max_new_tokens": 48, "stop": []}}}
     (run / "adapter").mkdir()

@@ -222,7 +222,9 @@ def test_a_run_directory_names_its_student_and_adapter(exported, tmp_path):
     model, _ = exported
     run = tmp_path / "run"
     results = new_results(task="meeting-rooms")
-    results["stages"]["lora"] = {"who": {"student": "tiny", "path": str(model)}, "results": []}
+    from lrl_harness.metrics import score_stage
+
+    results["stages"]["lora"] = {**score_stage([]), "who": {"student": "tiny", "path": str(model)}, "results": []}
     write_json(run / "results.json", results)
     assert _resolve_source(run) == (model, None, run / "export")
     (run / "adapter").mkdir()
