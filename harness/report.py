@@ -413,7 +413,7 @@ def _load_curve_plot(path: Path, title: str, backends: dict) -> None:
     one line per target through its load levels."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 5.0), dpi=110)
+    fig = Figure(figsize=(8.0, 5.0 + 0.2 * len(backends)), dpi=110)
     ax = fig.add_subplot()
     for i, (label, entry) in enumerate(backends.items()):
         color = _COLORS[i % len(_COLORS)]
@@ -432,7 +432,7 @@ def _load_curve_plot(path: Path, title: str, backends: dict) -> None:
     ax.set_xlim(left=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -456,8 +456,9 @@ def _accuracy_latency_plot(path: Path, title: str, backends: dict) -> None:
             lo, hi = block.get("ci95") or (acc, acc)
             ax.errorbar([x], [acc], yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], fmt="o", color=color,
                         capsize=3, label=label if j == 0 else None)
-            ax.annotate(key, (x, acc), textcoords="offset points", xytext=(6, -10 - 9 * j), fontsize=7,
-                        color=color)  # staggered: levels of one target often sit at nearly the same latency
+            if len(levels) > 1:  # a target measured at one level is named by the legend alone
+                ax.annotate(key, (x, acc), textcoords="offset points", xytext=(6, -10 - 9 * j), fontsize=7,
+                            color=color)  # staggered: levels of one target often sit at nearly the same latency
             baselines.add(round(block["majority_baseline"], 4))
     for k, base in enumerate(sorted(baselines)):
         ax.axhline(base, color="#c03030", linestyle="dashed", linewidth=1.5,
