@@ -88,8 +88,9 @@ def _failure(pm, impl, exc):
 @click.option("--train-n", type=int, help="Problems in the train split (bootstrap).")
 @click.option("--test-n", type=int, help="Problems in the test split.")
 @click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
-@click.option("--transfer-format", type=click.Choice(["label", "trace"]), help="label: strategy+problem -> "
-              "answer (the original); trace: the worked sweep-line trace, then the answer.")
+@click.option("--transfer-format", type=click.Choice(["label", "trace", "scan"]), help="label: strategy+problem -> "
+              "answer (the original); trace: the worked sweep-line trace, then the answer; scan: the meetings "
+              "running at each start time, counted, then the answer (no sorting).")
 @click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
               help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
 @click.option("--batch-size", type=int, help="LRL batch size (default 10).")

@@ -72,6 +72,7 @@ def score_block(records: Sequence[dict], labels: Iterable[str] = ("YES", "NO")) 
     total = len(records)
     correct = sum(1 for r in records if r["correct"])
     unparsed = sum(1 for r in records if r.get("answer") is None)
+    truncated = sum(1 for r in records if r.get("truncated") is True)
     expected_counts = Counter(r["expected"] for r in records)
     majority_label, majority_n = (expected_counts.most_common(1)[0] if expected_counts else (None, 0))
     recalls = {}
@@ -90,6 +91,7 @@ def score_block(records: Sequence[dict], labels: Iterable[str] = ("YES", "NO")) 
         "majority_baseline": majority_n / total if total else 0.0,
         "majority_label": majority_label,
         "unparsed": unparsed,
+        "truncated": truncated,
         "ci95": [lo, hi],
         "recall": recalls,
         "answer_counts": dict(sorted(answers.items())),

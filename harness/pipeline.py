@@ -408,6 +408,34 @@ class Pipeline:
 
     # --- scoring ----------------------------------------------------------------------------
 
+    BUDGET_MARGIN = 16
+    BUDGET_FLOOR = 32
+
+    def _generation_budget(self) -> int:
+        """New tokens per student answer: the option, else the student's own figure, else the longest
+        training target of the transfer format in the student's tokens plus a margin, so the verdict
+        at the end of a worked answer is never cut off. Recorded in the provenance."""
+        provenance = self.results.setdefault("provenance", {})
+        recorded = provenance.get("generation_budget")
+        if recorded and recorded.get("max_new_tokens"):
+            return int(recorded["max_new_tokens"])
+        cfg, student = self.config, self.student
+        if cfg.max_new_tokens or student.max_new_tokens:
+            budget = {"max_new_tokens": int(cfg.max_new_tokens or student.max_new_tokens),
+                      "source": "option" if cfg.max_new_tokens else f"student {student.name}"}
+        else:
+            from transformers import AutoTokenizer
+
+            fmt = cfg.transfer_format or student.transfer_format
+            examples = self.task.transfer_examples(None, fmt, 400, cfg.transfer_seed, cfg.preset)
+            tokenizer = AutoTokenizer.from_pretrained(student.path)
+            longest = max(len(tokenizer(e["target"], add_special_tokens=False)["input_ids"]) for e in examples)
+            budget = {"max_new_tokens": max(self.BUDGET_FLOOR, longest + self.BUDGET_MARGIN),
+                      "source": f"longest {fmt} target of 400 (in the student's tokens) + {self.BUDGET_MARGIN}",
+                      "longest_target_tokens": longest, "transfer_format": fmt}
+        provenance["generation_budget"] = budget
+        return budget["max_new_tokens"]
+
     def _record(self, problem: Problem, prompt: str, completion: Completion) -> dict:
         answer = self.task.extract_answer(completion.text)
         record = {
@@ -419,6 +447,9 @@ class Pipeline:
             "answer": answer,
             "correct": answer == problem.expected,
             "response": completion.text,
+            "finish_reason": completion.meta.get("finish_reason"),
+            # the generation hit its token limit: the verdict may have been cut off (not the same as unparsed)
+            "truncated": completion.meta.get("finish_reason") == "length",
             "prompt_sha256": sha256_text(prompt),
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
@@ -581,7 +612,7 @@ class Pipeline:
         checkpoint = Checkpoint(self.out / "checkpoints" / f"{stage}.jsonl")
         done = checkpoint.load()
         records = [r for entry in done for r in entry["records"]]
-        settings = GenerationSettings(max_new_tokens=self.config.max_new_tokens or student.max_new_tokens)
+        settings = GenerationSettings(max_new_tokens=self._generation_budget())
         started = time.perf_counter() - sum(float(e.get("elapsed_s") or 0.0) for e in done)
         with _status(self.ui, f"loading {student.name} on {self.config.backend}"):
             backend = reg.factory(model=spec, options=dict(self.config.backend_options))
@@ -733,7 +764,7 @@ class Pipeline:
         problems = self._problems("test")
         prompt_strategy = strategy if self.student.strategy_in_prompt else None
         prompts = self._render([self.task.student_prompt(p, prompt_strategy) for p in problems])
-        settings = GenerationSettings(max_new_tokens=self.config.max_new_tokens or self.student.max_new_tokens)
+        settings = GenerationSettings(max_new_tokens=self._generation_budget())
         merged = str(self.out / self.results["export"]["merged_dir"])
         backends = {}
         try:

