@@ -35,9 +35,21 @@ SMALL_STUDENT = ("--student-opt", "hidden_size=32", "--student-opt", "num_layers
                  "num_heads=2", "--student-opt", "intermediate_size=64", "--student-opt", "bpe_vocab=300")
 
 
-def small_run_args(out, *extra, steps: int = 20) -> list[str]:
+def _small_run_args(out, *extra, steps: int = 20) -> list[str]:
     return ["run", "--quiet", "--out", str(out), *SMALL_STUDENT, "--test-n", "20", "--train-n", "20",
             "--transfer-n", "64", "--lora-opt", f"max_steps={steps}", "--export", "f32", *extra]
+
+
+@pytest.fixture(scope="session")
+def small_run_args():
+    """``small_run_args(out, *extra, steps=20)``: the arguments of a small `lrl run` into ``out``."""
+    return _small_run_args
+
+
+@pytest.fixture(scope="session")
+def small_student():
+    """The ``--student-opt`` arguments of the small tiny student."""
+    return list(SMALL_STUDENT)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +58,7 @@ def small_run(tmp_path_factory):
     from lrl_harness.cli import main
 
     out = tmp_path_factory.mktemp("small-run") / "run"
-    assert main(small_run_args(out)) == 0, "the small lrl run failed"
+    assert main(_small_run_args(out)) == 0, "the small lrl run failed"
     return out
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from lrl_harness.cli import main
 
-from tests.conftest import SMALL_STUDENT
-
-RUN = ["run", "--quiet", *SMALL_STUDENT, "--test-n", "20", "--train-n", "20"]
+RUN = ["run", "--quiet", "@small-student", "--test-n", "20", "--train-n", "20"]
 
 # (id, arguments, a fragment of the one line). {ws}: the test's folder, {ro}: an unwritable
-# folder, {run}: the small run, {f:NAME}: a file of the workspace (made by ``make_files``).
+# folder, {run}: the small run, {f:NAME}: a file of the workspace (made by ``make_files``),
+# @small-student: the small tiny student's options.
 CASES = [
     # lrl run: plugin names
     ("run-teacher", [*RUN, "--out", "{ws}/o", "--teacher", "nosuch"], "unknown teacher 'nosuch'"),
@@ -292,9 +291,12 @@ def workspace(tmp_path, small_run, monkeypatch):
     return ws
 
 
-def _expand(args: list[str], ws: Path, ro: Path, run: Path) -> list[str]:
+def _expand(args: list[str], ws: Path, ro: Path, run: Path, student: list[str]) -> list[str]:
     out = []
     for arg in args:
+        if arg == "@small-student":
+            out.extend(student)
+            continue
         if arg.startswith("{f:"):
             arg = str(ws / arg[3:-1])
         out.append(arg.format(ws=ws, ro=ro, run=run))
@@ -303,10 +305,10 @@ def _expand(args: list[str], ws: Path, ro: Path, run: Path) -> list[str]:
 
 @pytest.mark.parametrize("name, args, fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(name, args, fragment, workspace, unwritable,
-                                                          small_run, capsys, monkeypatch):
+                                                          small_run, small_student, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
     before = snapshot(workspace, small_run)
-    code = main(_expand(args, workspace, unwritable, small_run))
+    code = main(_expand(args, workspace, unwritable, small_run, small_student))
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2, err

@@ -16,15 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import small_run_args
-
 pytestmark = pytest.mark.slow
 STEPS = 200  # LoRA steps: long enough to be killed in the middle (a checkpoint every 10)
 CODE = "import sys; from lrl_harness.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
+ARGS = []  # filled by the ``arguments`` fixture: the small run, more steps and problems
+
+
+@pytest.fixture(scope="module", autouse=True)
+def arguments(small_run_args):
+    ARGS[:] = [small_run_args]
+
+
 def args_for(out: Path) -> list[str]:
-    return [*small_run_args(out, steps=STEPS), "--test-n", "120"]
+    return [*ARGS[0](out, steps=STEPS), "--test-n", "120"]
 
 
 def start(out: Path) -> subprocess.Popen:
@@ -192,3 +198,31 @@ def test_elapsed_adds_up_every_invocation(tmp_path):
     code, _, err = finish(out)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["elapsed_s"] > first
+
+
+def test_a_kill_late_in_training_resumes_near_where_it_stopped(reference, tmp_path):
+    import torch
+
+    expected, reference_s = reference
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    proc = start(out)
+    checkpoint = out / "checkpoints" / "lora-training.pt"
+    step = 0
+    while proc.poll() is None and step < 150:
+        if checkpoint.is_file():
+            try:
+                step = torch.load(checkpoint, weights_only=False)["step"]
+            except (OSError, RuntimeError, EOFError, KeyError):
+                pass
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    killed_s = time.perf_counter() - started
+    code, resumed_s, err = finish(out)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["resumed_at_step"] >= 150
+    assert comparable(results) == comparable(expected)
+    print(f"\nkilled at training step {step}+ of {STEPS}: resumed at step {results['training']['resumed_at_step']}, "
+          f"identical, {killed_s + resumed_s - reference_s:.1f} s lost (uninterrupted {reference_s:.1f} s)")
