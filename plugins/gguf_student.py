@@ -10,7 +10,6 @@ every machine without a model hub.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.export import read_gguf_header, sha256_file
 from lrl_harness.options import Option, check_options
 from lrl_harness.types import StudentModel
 from lrl_harness_plugins.hf_student import OPTIONS as HF_OPTIONS
@@ -31,14 +31,6 @@ SOURCE_FILE = "gguf-source.json"
 SMOLLM2_OPTIONS = {k: v for k, v in HF_OPTIONS.items() if k != "model"}
 GGUF_OPTIONS = {"path": Option(str, None, "a .gguf file that transformers can dequantise", nullable=True),
                 **SMOLLM2_OPTIONS}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def smollm2_gguf() -> Path:
@@ -143,14 +135,10 @@ def _special_tokens_from_gguf(gguf: Path, tokenizer, model) -> dict:
     fine-tuned student to end its answer with the wrong token, and generation then never stops.
     The file's ``tokenizer.ggml.*_token_id`` fields are what llama.cpp uses, so they decide.
     """
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(gguf)).fields
-    ids = {}
-    for role, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
-        field = fields.get(f"tokenizer.ggml.{key}")
-        if field is not None:
-            ids[role] = int(field.parts[field.data[0]][0])
+    metadata = read_gguf_header(gguf)["metadata"]
+    ids = {role: int(metadata[f"tokenizer.ggml.{key}"])
+           for role, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id"))
+           if f"tokenizer.ggml.{key}" in metadata}
     if "eos" not in ids:
         raise ConfigError(f"GGUF student {gguf}: the file names no end-of-sequence token")
     for role, token_id in ids.items():
