@@ -22,29 +22,12 @@ from pathlib import Path
 
 from .errors import InvalidProblemError, ResultsFileError
 from .metrics import score_stage
-from .results import STAGE_LABELS, is_ours, new_results, read_json
+from .results import STAGE_LABELS, is_ours, new_results, read_json, split_original
 
 ORIGINAL_STUDENT_NEW_TOKENS = 10  # the original script's max_new_tokens for its student stages
 _TRAIN_STAGES = {"bootstrap"}  # the original ran its LRL bootstrap on the train split, the rest on test
 _COMPLETE_END = re.compile(r"[.!?)\]\"'*`]\s*$")
 _ONLY_VERDICT = re.compile(r"^[\s*_`\"'(\[]*(?:yes|no)[\s.!*_`\"')\]]*$", re.IGNORECASE)
-
-
-def _is_stage_block(value) -> bool:
-    return isinstance(value, dict) and "results" in value and "accuracy" in value
-
-
-def split_original(data) -> tuple[dict, dict] | None:
-    """``(stages, extras)`` of a file in the original experiment's format, or None when it is not one.
-
-    Stages are the top-level objects with ``results`` and ``accuracy``; every other top-level key
-    (the published file's ``metadata``) is an extra, kept as it is."""
-    if not isinstance(data, dict) or is_ours(data):
-        return None
-    stages = {k: v for k, v in data.items() if _is_stage_block(v)}
-    if not stages:
-        return None
-    return stages, {k: v for k, v in data.items() if k not in stages}
 
 
 def looks_truncated(response) -> bool:

@@ -123,11 +123,21 @@ def is_ours(data: Any) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
-def is_original(data: Any) -> bool:
-    """The original experiment's file: stage name -> {stage, total, correct, accuracy, results}."""
-    if not isinstance(data, dict) or not data or is_ours(data):
-        return False
-    return all(isinstance(v, dict) and "results" in v and "accuracy" in v for v in data.values())
+def _is_stage_block(value) -> bool:
+    return isinstance(value, dict) and "results" in value and "accuracy" in value
+
+
+def split_original(data) -> tuple[dict, dict] | None:
+    """``(stages, extras)`` of a file in the original experiment's format, or None when it is not one.
+
+    Stages are the top-level objects with ``results`` and ``accuracy``; every other top-level key
+    (the published file's ``metadata``) is an extra, kept as it is."""
+    if not isinstance(data, dict) or is_ours(data):
+        return None
+    stages = {k: v for k, v in data.items() if _is_stage_block(v)}
+    if not stages:
+        return None
+    return stages, {k: v for k, v in data.items() if k not in stages}
 
 
 def load_results(path: Path) -> dict:
@@ -135,6 +145,11 @@ def load_results(path: Path) -> dict:
     data = read_json(path)
     if not is_ours(data):
         raise ResultsFileError(f"{path}: not an lrl-harness results file (no schema {SCHEMA!r})")
+    _check_ours(data, path)
+    return data
+
+
+def _check_ours(data: dict, path: Path) -> None:
     version = data.get("schema_version")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise ResultsFileError(f"{path}: schema version {data.get('schema_version')!r} is not supported "
@@ -142,7 +157,6 @@ def load_results(path: Path) -> dict:
     if not isinstance(data.get("stages"), dict):
         raise ResultsFileError(f"{path}: corrupt results file: 'stages' is missing or not an object")
     validate_results(data, path)
-    return data
 
 
 # --- the declared schema, checked on every read ---------------------------------------------------
@@ -278,12 +292,7 @@ def validate_any(path: Path) -> Any:
     one line, never half-way through its work."""
     data = read_json(path)
     if is_ours(data):
-        if type(data.get("schema_version")) is not int or data["schema_version"] != SCHEMA_VERSION:
-            raise ResultsFileError(f"{path}: schema version {data.get('schema_version')!r} is not supported "
-                                   f"(this lrl-harness reads {SCHEMA_VERSION})")
-        if not isinstance(data.get("stages"), dict):
-            raise ResultsFileError(f"{path}: corrupt results file: 'stages' is missing or not an object")
-        validate_results(data, path)
-    elif is_original(data):
-        validate_original(data, path)
+        _check_ours(data, path)
+    elif (original := split_original(data)) is not None:
+        validate_original(original[0], path)  # its stages; extras such as `metadata` are kept as they are
     return data
