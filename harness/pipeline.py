@@ -315,11 +315,15 @@ class Pipeline:
             return texts
         from .prompting import render_prompt
 
+        return [render_prompt(self._student_tokenizer(), t, True) for t in texts]
+
+    def _student_tokenizer(self):
+        """The student's tokenizer, loaded once per run."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.student.path)
-        return [render_prompt(self._tokenizer, t, True) for t in texts]
+        return self._tokenizer
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -424,11 +428,9 @@ class Pipeline:
             budget = {"max_new_tokens": int(cfg.max_new_tokens or student.max_new_tokens),
                       "source": "option" if cfg.max_new_tokens else f"student {student.name}"}
         else:
-            from transformers import AutoTokenizer
-
             fmt = cfg.transfer_format or student.transfer_format
             examples = self.task.transfer_examples(None, fmt, 400, cfg.transfer_seed, cfg.preset)
-            tokenizer = AutoTokenizer.from_pretrained(student.path)
+            tokenizer = self._student_tokenizer()
             longest = max(len(tokenizer(e["target"], add_special_tokens=False)["input_ids"]) for e in examples)
             budget = {"max_new_tokens": max(self.BUDGET_FLOOR, longest + self.BUDGET_MARGIN),
                       "source": f"longest {fmt} target of 400 (in the student's tokens) + {self.BUDGET_MARGIN}",
