@@ -50,6 +50,9 @@ class Target(NamedTuple):
     backend: str
     model: ModelSpec
     options: dict
+    batch: int = 1
+    """Prompts per generate call: 1 asks one problem at a time; N > 1 measures batched throughput
+    (each problem's latency is then the wall time of its batch)."""
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -58,7 +61,8 @@ class Target(NamedTuple):
 def parse_target(text: str) -> Target:
     """``[LABEL:]BACKEND=MODEL[,key=value...]``, e.g. ``llamacpp=model-q8_0.gguf,n_threads=2`` or
     ``openai=my-model,base_url=http://127.0.0.1:8000/v1``. ``name``, ``adapter``, ``tokenizer`` and
-    ``dtype`` describe the model; the other keys are backend options."""
+    ``dtype`` describe the model; ``batch=N`` sends N prompts per call; the other keys are backend
+    options."""
     head, sep, rest = text.partition("=")
     label, _, backend = head.rpartition(":")
     backend = backend.strip()
@@ -68,16 +72,21 @@ def parse_target(text: str) -> Target:
                           "e.g. llamacpp=model.gguf,n_threads=2")
     spec_fields: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    batch = 1
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key = key.strip()
         if not eq or not key:
             raise ConfigError(f"invalid target {text!r}: option {pair!r} is not key=value")
-        if key in MODEL_FIELDS:
+        if key == "batch":
+            batch = _value(value.strip())
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+                raise ConfigError(f"invalid target {text!r}: batch must be a positive integer, got {value!r}")
+        elif key in MODEL_FIELDS:
             spec_fields[key] = value.strip()
         else:
             options[key] = _value(value.strip())
-    return Target(label.strip() or backend, backend, ModelSpec(path=model.strip(), **spec_fields), options)
+    return Target(label.strip() or backend, backend, ModelSpec(path=model.strip(), **spec_fields), options, batch)
 
 
 def _value(text: str):
@@ -326,14 +335,17 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
             for i in range(warmup):
                 backend.generate([prompts[i % len(prompts)]], settings)
             timings: list[list[tuple[float, Any]]] = [[] for _ in problems]
+            size = target.batch
             for _ in range(repeats):
                 correct = 0
-                for i, (problem, prompt) in enumerate(zip(problems, prompts, strict=True)):
+                for first in range(0, len(problems), size):
                     t0 = time.perf_counter()
-                    [completion] = backend.generate([prompt], settings)
-                    timings[i].append((time.perf_counter() - t0, completion))
-                    correct += task.extract_answer(timings[i][0][1].text) == problem.expected
-                    advance(1, note=f"{correct}/{i + 1} correct")
+                    completions = backend.generate(list(prompts[first:first + size]), settings)
+                    wall = time.perf_counter() - t0
+                    for i, completion in enumerate(completions, start=first):
+                        timings[i].append((wall, completion))
+                        correct += task.extract_answer(timings[i][0][1].text) == problems[i].expected
+                    advance(len(completions), note=f"{correct}/{first + len(completions)} correct")
         elapsed = time.perf_counter() - started
         rss_loaded = _current_rss_mib()
     finally:
@@ -346,8 +358,8 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
         "label": target.label, "backend": target.backend, "model": asdict(target.model),
         "options": dict(target.options), "info": info,
         "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
-        "warmup": warmup, "repeats": repeats,
-        **speed(timings),
+        "warmup": warmup, "repeats": repeats, "batch": target.batch,
+        **speed(timings, target.batch),
         "memory": {
             "peak_rss_mib": _peak_rss_mib(),
             "rss_growth_mib": _difference(rss_loaded, rss_before),
@@ -356,18 +368,19 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
                     "before loading to the end of the run; a server backend's memory is not seen here",
         },
         "inconsistent_repeats": sum(1 for runs in timings if len({c.text for _, c in runs}) > 1),
-        "spread": _sequential_spread(timings, repeats),
+        "spread": _sequential_spread(timings, repeats, target.batch),
         "results": records,
     }
     return entry
 
 
-def _sequential_spread(timings: list[list[tuple[float, Any]]], repeats: int) -> dict:
+def _sequential_spread(timings: list[list[tuple[float, Any]]], repeats: int, batch: int = 1) -> dict:
     """Mean and median latency and problems per second of each pass over the problems, spread over passes."""
     passes = [[runs[r][0] for runs in timings] for r in range(repeats)]
+    elapsed = [sum(p[::batch]) for p in passes]
     return {"latency_mean_s": spread([statistics.fmean(p) for p in passes]),
             "latency_p50_s": spread([statistics.median(p) for p in passes]),
-            "problems_per_s": spread([len(p) / sum(p) if sum(p) > 0 else None for p in passes])}
+            "problems_per_s": spread([len(p) / e if e > 0 else None for p, e in zip(passes, elapsed, strict=True)])}
 
 
 def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
@@ -505,20 +518,22 @@ def make_record(task, problem: Problem, prompt: str, completion, latency_s: floa
     }
 
 
-def speed(timings: list[list[tuple[float, Any]]]) -> dict:
+def speed(timings: list[list[tuple[float, Any]]], batch: int = 1) -> dict:
     """Latency and throughput over every timed call (all repeats).
 
     Prefill speed is prompt tokens over time to first token; decode speed is the tokens after the
     first over the time after it. Both need the backend's time to first token and are None without it.
+    With ``batch`` > 1 every problem of a batch waited the batch's wall time, and the elapsed time
+    counts each batch once.
     """
     calls = [(wall, c) for runs in timings for wall, c in runs]
     walls = [wall for wall, _ in calls]
     ttfts = [c.ttft_s for _, c in calls if c.ttft_s is not None]
-    with_ttft = [(wall, c) for wall, c in calls if c.ttft_s is not None]
+    with_ttft = [(wall, c) for wall, c in calls if c.ttft_s is not None] if batch == 1 else []
     prefill_s = sum(c.ttft_s for _, c in with_ttft)
     decode_s = sum(wall - c.ttft_s for wall, c in with_ttft)
     decoded = sum(max(c.completion_tokens - 1, 0) for _, c in with_ttft)
-    total_s = sum(walls)
+    total_s = sum(wall for runs in timings[::batch] for wall, _ in runs)
     return {
         "latency": {"mean_s": _r(statistics.fmean(walls)), "p50_s": _r(statistics.median(walls)),
                     "p95_s": _r(percentile(walls, 95)), "min_s": _r(min(walls)), "max_s": _r(max(walls))},
@@ -657,6 +672,30 @@ def _checked(run_dir: Path, entry: dict, verify: bool) -> Path:
     return path
 
 
+def render_like_run(run_dir: Path, results: dict, prompts: list[str]) -> list[str]:
+    """The prompts as the run's student saw them: through its tokenizer's chat template when the
+    run used one (an instruct student), else unchanged."""
+    stages = results.get("stages") or {}
+    student = next((b["student"] for b in (stages.get("lora"), stages.get("student_baseline"))
+                    if isinstance(b, dict) and isinstance(b.get("student"), dict)), {})
+    if not student.get("chat_template"):
+        return prompts
+    export = results.get("export") if isinstance(results.get("export"), dict) else {}
+    lora_who = (stages.get("lora") or {}).get("who") or {}
+    folder = _resolve(run_dir, export["merged_dir"]) if export.get("merged_dir") else lora_who.get("path")
+    if not folder:
+        raise LrlError(f"{run_dir}: the run's student used a chat template, but no tokenizer folder is recorded")
+    from transformers import AutoTokenizer
+
+    from .prompting import render_prompt
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise LrlError(f"cannot load the run's tokenizer from {folder}: {str(exc).splitlines()[0]}") from None
+    return [render_prompt(tokenizer, p, True) for p in prompts]
+
+
 def run_strategy(results: dict) -> str | None:
     """The strategy text the run's student saw in its prompt, or None when it saw none."""
     lora = (results.get("stages") or {}).get("lora") or {}
@@ -774,13 +813,20 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     results = _results_to_update(out_file, task_name, preset, split)
     task = registry.get("task", task_name).factory()
     seed_of_split = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
-    problems = task.problems(preset, split, n if n is not None else config.get(f"{split}_n"), seed_of_split)
+    if n is not None and n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if run:  # the run's own split, so its first n problems are the ones the run graded
+        problems = task.problems(preset, split, config.get(f"{split}_n"), seed_of_split)[:n]
+    else:
+        problems = task.problems(preset, split, n, seed_of_split)
     targets = [parse_target(t) for t in target_texts]
     strategy = None
     if run_dir:
         targets = run_targets(run_dir, run) + targets
         strategy = run_strategy(run)
     prompts = [task.student_prompt(p, strategy) for p in problems]
+    if run_dir:
+        prompts = render_like_run(run_dir, run, prompts)
     ui = UI(quiet=quiet)
     if run_dir:
         checked = check_prompts_match_run(run, problems, prompts, task)

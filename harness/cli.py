@@ -88,6 +88,8 @@ def _failure(pm, impl, exc):
 @click.option("--train-n", type=int, help="Problems in the train split (bootstrap).")
 @click.option("--test-n", type=int, help="Problems in the test split.")
 @click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
+@click.option("--recipe", help="Transfer recipe: seed (the original experiment's) or small (for small "
+              "pretrained students); default: the student's. Single choices below override it.")
 @click.option("--transfer-format", type=click.Choice(["label", "trace", "scan"]), help="label: strategy+problem -> "
               "answer (the original); trace: the worked sweep-line trace, then the answer; scan: the meetings "
               "running at each start time, counted, then the answer (no sorting).")
@@ -106,9 +108,9 @@ def _failure(pm, impl, exc):
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @pass_ctx
 def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
-        backend_opt, lora_opt, stages, seed, train_n, test_n, transfer_n, transfer_format, transfer_source,
-        batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only, no_cache,
-        refresh_cache, quiet):
+        backend_opt, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
+        transfer_source, batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only,
+        no_cache, refresh_cache, quiet):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
     learned strategy, LoRA training of the student, export. Offline by default."""
     from .config import load_toml, make_config, parse_options
@@ -124,7 +126,7 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         "lora": parse_options(lora_opt) or None,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
-        "transfer_format": transfer_format, "transfer_source": transfer_source, "batch_size": batch_size,
+        "recipe": recipe, "transfer_format": transfer_format, "transfer_source": transfer_source, "batch_size": batch_size,
         "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
         "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])
         if export_quants else None,

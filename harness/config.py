@@ -32,7 +32,8 @@ class RunConfig:
     test_n: int | None = None
     train_seed: int | None = None
     test_seed: int | None = None
-    transfer_format: str | None = None  # None: the student's default
+    recipe: str | None = None  # a named transfer recipe (harness/recipes.py); None: the student's default
+    transfer_format: str | None = None  # None: the recipe's
     transfer_n: int | None = None
     transfer_seed: int = 999
     transfer_source: str = "code"  # "code": built from the solver; "teacher": teacher-written, solver-checked
@@ -82,6 +83,10 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         if not isinstance(self.teacher_max_tokens, int) or self.teacher_max_tokens < 1:
             raise ConfigError(f"teacher_max_tokens must be a positive integer, got {self.teacher_max_tokens!r}")
+        if self.recipe is not None:
+            from .recipes import get_recipe
+
+            get_recipe(self.recipe)
         if not self.stages:
             raise ConfigError(f"no stage to run; stages are: {', '.join(STAGES)}")
         from .export import QUANT_FTYPES

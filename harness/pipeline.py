@@ -306,7 +306,12 @@ class Pipeline:
                 name, options = "hf", {**options, "model": self.config.student}
             reg = self.registry.get("student", name)
             with _status(self.ui, f"preparing student {self.config.student}"):
-                self._student = reg.factory(task=self.task, options=options, cache_dir=cache_dir())
+                student = reg.factory(task=self.task, options=options, cache_dir=cache_dir())
+            if self.config.recipe:
+                from .recipes import apply_recipe, get_recipe
+
+                student = apply_recipe(student, get_recipe(self.config.recipe))
+            self._student = student
         return self._student
 
     def _render(self, texts: list[str]) -> list[str]:
@@ -607,10 +612,15 @@ class Pipeline:
     # --- student stages ---------------------------------------------------------------------
 
     def _student_eval(self, stage: str, problems: list[Problem], strategy: str | None,
-                      adapter: Path | None) -> tuple[list[dict], float, dict]:
+                      adapter: Path | None, merged: Path | None = None) -> tuple[list[dict], float, dict]:
+        """The student on the run's backend: the base model, or with ``merged`` the base model with
+        ``adapter`` folded in (a plain model: faster than applying the adapter at every step)."""
         student = self.student
         reg = self.registry.get("backend", self.config.backend)
-        spec = ModelSpec(path=student.path, name=student.name, adapter=str(adapter) if adapter else None)
+        if merged is not None:
+            spec = ModelSpec(path=str(merged), name=student.name)
+        else:
+            spec = ModelSpec(path=student.path, name=student.name, adapter=str(adapter) if adapter else None)
         checkpoint = Checkpoint(self.out / "checkpoints" / f"{stage}.jsonl")
         done = checkpoint.load()
         records = [r for entry in done for r in entry["records"]]
@@ -622,6 +632,8 @@ class Pipeline:
             info = {"student": student.name, "path": student.path, "backend": self.config.backend,
                     "backend_info": backend.info(), "adapter": str(adapter) if adapter else None,
                     "strategy_in_prompt": strategy is not None, "is_language_model": True}
+            if merged is not None:
+                info.update(adapter_mode="merged", merged=str(merged))
             size = max(self.config.batch_size, 50)
             with self.ui.task(f"{stage} ({student.name} on {self.config.backend})", len(problems)) as advance:
                 advance(completed=len(records))
@@ -688,10 +700,18 @@ class Pipeline:
             self.results["provenance"]["transfer_sha256"] = transfer.get("sha256")
         self.results["training"] = training
         self.results["provenance"]["adapter_sha256"] = training.get("adapter_sha256")
-        records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir)
+        merged = self.out / "merged"
+        if not (merged / "config.json").exists():
+            from .training import merge_adapter
+
+            with _status(self.ui, "merging the adapter into the student"):
+                merge_adapter(student.path, adapter_dir, merged)
+        records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir, merged)
         block = self._finish_stage(records, info, elapsed)
         block["strategy_source"] = source
         block["transfer_format"] = self.results.get("transfer", {}).get("format")
+        block["recipe"] = student.info.get("recipe")
+        block["student"] = student.info
         return block
 
     def _transfer_data(self, prompt_strategy: str | None, test: list[Problem]) -> tuple[list[dict], dict]:

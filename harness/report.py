@@ -375,6 +375,26 @@ def _latency_plot(path: Path, title: str, backends: dict) -> None:
     fig.savefig(path)
 
 
+def _loss_plot(path: Path, title: str, training: dict) -> None:
+    """The LoRA training loss (mean per logged window of optimizer steps) against the step."""
+    from matplotlib.figure import Figure
+
+    steps, losses = zip(*training["loss_curve"], strict=True)
+    fig = Figure(figsize=(6.0, 4.0), dpi=110)
+    ax = fig.add_subplot()
+    ax.plot(steps, losses, marker=".", color=_COLORS[0])
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss per answer token (log scale)")
+    ax.annotate(f"{losses[0]:.3f}", (steps[0], losses[0]), textcoords="offset points", xytext=(6, 0), fontsize=8)
+    ax.annotate(f"{losses[-1]:.3f}", (steps[-1], losses[-1]), textcoords="offset points", xytext=(-30, 8),
+                fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -384,6 +404,10 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
         plots["accuracy_by_stage"] = out_dir / "accuracy_by_stage.png"
         _accuracy_plot(plots["accuracy_by_stage"], _title("Accuracy by stage", results, "\n"),
                        [STAGE_LABELS.get(name, name) for name, _ in stages], [b for _, b in stages])
+    training = results.get("training") if isinstance(results.get("training"), dict) else {}
+    if training.get("loss_curve"):
+        plots["loss_curve"] = out_dir / "loss_curve.png"
+        _loss_plot(plots["loss_curve"], _title("LoRA training loss", results, "\n"), training)
     backends = _backends(results)
     if backends:
         bench = results.get("benchmarks") or {}

@@ -9,6 +9,7 @@ gives the same adapter.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -308,6 +309,7 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda") and dtype != torch.float32
                 else torch.autocast("cpu", enabled=False))
     batches_stream = _micro_batches(torch, encoded, micro, seed)
+    partial_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
     log_every = max(1, total // 50)
     curve, window, final_loss = [], [], float("nan")
     first, elapsed_before, started = 0, 0.0, time.perf_counter()
@@ -335,10 +337,15 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
         step_loss = 0.0
         for batch in batches:
             input_ids, attention, labels = _collate(torch, batch, pad_id)
+            # Logits only from the position before the batch's first answer token: the prompt's
+            # logits would be thrown away, and over a large vocabulary they cost time and memory.
+            keep = input_ids.size(1) - min(start for _, start in batch) + 1 if partial_logits else 0
             with autocast:
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                               **({"logits_to_keep": keep} if partial_logits else {})).logits
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device),
+                logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                labels[:, input_ids.size(1) - logits.size(1) + 1:].reshape(-1).to(device),
                 ignore_index=-100, reduction="sum") / n_tokens
             (scaler.scale(loss) if scaler else loss).backward()
             step_loss += loss.item()

@@ -1,8 +1,9 @@
 """The ``hf`` student: any causal LM from the Hugging Face hub or a local directory.
 
-Training defaults are the original experiment's LoRA recipe (r=8, alpha=16 on q_proj and v_proj,
-dropout 0.05, 3 epochs, lr 2e-4, batch 1 with 8-step gradient accumulation) on 100 examples that
-put the strategy in the prompt and the bare label as the target. Whether prompts go through a chat
+Training defaults are the original experiment's recipe, ``seed`` (r=8, alpha=16 on q_proj and
+v_proj, dropout 0.05, 3 epochs, lr 2e-4, batch 1 with 8-step gradient accumulation, on 100 examples
+that put the strategy in the prompt and the bare label as the target); option ``recipe`` or ``lrl
+run --recipe`` picks another (see ``lrl_harness.recipes``). Whether prompts go through a chat
 template is read from the tokenizer (option ``chat_template`` overrides it).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from lrl_harness import hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
+from lrl_harness.recipes import RECIPES, apply_recipe
 from lrl_harness.training import DEFAULT_SETTINGS
 from lrl_harness.types import StudentModel
 
@@ -23,7 +25,9 @@ OPTIONS = {
                             nullable=True),
     "max_new_tokens": Option(int, None, "new tokens per answer (default: the longest training target in "
                              "the student's tokens, plus a margin)", min=1, nullable=True),
-    "transfer_examples": Option(int, 100, "training examples", min=1),
+    "recipe": Option(str, "seed", "transfer recipe (lrl_harness.recipes): seed is the original experiment's",
+                     choices=tuple(RECIPES)),
+    "transfer_examples": Option(int, None, "training examples (default: the recipe's)", min=1, nullable=True),
     "lora": Option(dict, None, "LoRA settings", nullable=True),
 }
 KNOWN_OPTIONS = set(OPTIONS)
@@ -60,17 +64,23 @@ def hf_student(task, options: dict, cache_dir: Path) -> StudentModel:
     chat = options.get("chat_template")
     if chat is None:
         chat = has_chat_template(model)
-    return StudentModel(
+    student = StudentModel(
         name="hf",
         path=model,
         chat_template=bool(chat),
-        strategy_in_prompt=True,
-        transfer_format="label",
-        transfer_examples=options["transfer_examples"],
-        lora={**ORIGINAL_LORA, **(options.get("lora") or {})},
         max_new_tokens=options["max_new_tokens"],
         info={"description": f"Hugging Face model {model}", "model": model, "chat_template": bool(chat)},
     )
+    return with_recipe(student, RECIPES[options["recipe"]], options)
+
+
+def with_recipe(student: StudentModel, recipe, options: dict) -> StudentModel:
+    """The student trained by ``recipe``, with the options ``transfer_examples`` and ``lora`` on top."""
+    student = apply_recipe(student, recipe)
+    if options.get("transfer_examples") is not None:
+        student.transfer_examples = options["transfer_examples"]
+    student.lora = {**student.lora, **(options.get("lora") or {})}
+    return student
 
 
 @hookimpl

@@ -1,0 +1,53 @@
+"""Named transfer recipes: the original's kept by name, the measured one the default for GGUF students."""
+
+from __future__ import annotations
+
+import pytest
+from lrl_harness.cli import main
+from lrl_harness.config import RunConfig
+from lrl_harness.errors import ConfigError
+from lrl_harness.recipes import RECIPES, apply_recipe, get_recipe
+from lrl_harness.training import DEFAULT_SETTINGS, resolve_settings
+from lrl_harness.types import StudentModel
+
+
+def test_the_seed_recipe_is_the_original_experiments():
+    seed = get_recipe("seed")
+    assert (seed.transfer_format, seed.transfer_examples, seed.strategy_in_prompt) == ("label", 100, True)
+    assert seed.lora == DEFAULT_SETTINGS
+    assert (seed.lora["r"], seed.lora["target_modules"], seed.lora["lr"]) == (8, ["q_proj", "v_proj"], 2e-4)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_has_valid_lora_settings_and_a_known_format(name):
+    recipe = get_recipe(name)
+    resolve_settings(recipe.lora)
+    assert recipe.transfer_format in ("label", "trace", "scan")
+    assert recipe.to_dict()["name"] == name and recipe.description
+
+
+def test_applying_a_recipe_replaces_the_students_training_choices():
+    student = StudentModel(name="s", path="p", transfer_format="trace", transfer_examples=7, strategy_in_prompt=False,
+                           lora={"r": 2}, info={"model": "p"})
+    trained = apply_recipe(student, get_recipe("seed"))
+    assert (trained.transfer_format, trained.transfer_examples, trained.strategy_in_prompt) == ("label", 100, True)
+    assert trained.lora == DEFAULT_SETTINGS and trained.lora is not get_recipe("seed").lora
+    assert trained.info == {"model": "p", "recipe": "seed"}
+    assert student.transfer_format == "trace"  # a copy: the student itself is unchanged
+
+
+def test_an_unknown_recipe_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'; available: seed, small"):
+        RunConfig(recipe="fast").validate()
+    out = tmp_path / "run"
+    assert main(["run", "--quiet", "--out", str(out), "--recipe", "fast"]) == 2
+    assert "unknown recipe 'fast'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_gguf_students_default_to_the_small_recipe_and_hf_to_the_seed():
+    from lrl_harness_plugins import gguf_student, hf_student
+
+    assert hf_student.OPTIONS["recipe"].default == "seed"
+    assert gguf_student.SMOLLM2_OPTIONS["recipe"].default == "small"
+    assert gguf_student.GGUF_OPTIONS["recipe"].default == "small"
