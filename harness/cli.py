@@ -126,7 +126,8 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         "lora": parse_options(lora_opt) or None,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
-        "recipe": recipe, "transfer_format": transfer_format, "transfer_source": transfer_source, "batch_size": batch_size,
+        "recipe": recipe, "transfer_format": transfer_format, "transfer_source": transfer_source,
+        "batch_size": batch_size,
         "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
         "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])
         if export_quants else None,

@@ -68,7 +68,8 @@ def test_bench_of_the_real_model_on_two_engines(smollm2_run, tmp_path):
     bench = load_results(bench_file)["benchmarks"]
     # the run's first 3 test problems, in the run's chat template: the prompts are the ones it graded
     lora = load_results(out / "results.json")["stages"]["lora"]["results"][:3]
-    assert [r["prompt_sha256"] for r in lora] == [r["prompt_sha256"] for r in bench["backends"]["transformers"]["results"]]
+    benched = bench["backends"]["transformers"]["results"]
+    assert [r["prompt_sha256"] for r in lora] == [r["prompt_sha256"] for r in benched]
     assert set(bench["backends"]) == {"transformers", "llamacpp:q8_0"}
     for entry in bench["backends"].values():
         assert entry["total"] == 3 and entry["latency"]["p50_s"] > 0
