@@ -6,73 +6,28 @@ few hundred problems does not flake. Significance is tested on the problems both
 (paired by problem id and problem text): an exact one-sided McNemar test for accuracy, and the same
 test stratified by expected label for balanced accuracy. Where no problems pair up, the baseline
 figure must lie above the new result's one-sided Wilson upper bound. A rise in unparsed answers
-always fails; latency fails only when a ratio is asked for.
+always fails; latency fails only when a ratio is asked for. The tests and intervals themselves live
+in ``metrics``.
 """
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from .errors import LrlError
-from .metrics import mcnemar_one_sided, wilson_lower_one_sided, wilson_upper_one_sided
+from .metrics import (
+    balanced_accuracy_bounds,
+    mcnemar_one_sided,
+    stratified_mcnemar_one_sided,
+    wilson_upper_one_sided,
+)
 from .results import atomic_write_text, check_writable, load_results
 
 IDENTITY_KEYS = ("task", "preset", "split")
-
-
-# --- statistics -------------------------------------------------------------------------------
-
-
-def stratified_mcnemar_one_sided(worse: dict[str, int], better: dict[str, int],
-                                 sizes: dict[str, int]) -> float:
-    """Exact one-sided p-value that balanced accuracy fell, over paired problems.
-
-    Per expected label ``k``: ``worse[k]`` pairs went right -> wrong, ``better[k]`` wrong -> right, out of
-    ``sizes[k]`` paired problems with that label. The statistic is the fall in balanced accuracy,
-    ``sum_k (worse_k - better_k) / sizes_k``; under no difference each discordant pair points either way
-    with probability 1/2. With one label (or equal label sizes) this is the ordinary exact McNemar test.
-    Exact: the work grows with the product of the per-label discordant counts (fine for a few labels).
-    """
-    sizes = {k: n for k, n in sizes.items() if n}
-    scale = math.lcm(*sizes.values()) if sizes else 1  # integer statistic: scale * sum_k (w_k - b_k) / n_k
-    observed = sum((worse.get(k, 0) - better.get(k, 0)) * (scale // n) for k, n in sizes.items())
-    distribution = {0: 1.0}
-    for k, n in sizes.items():
-        d = worse.get(k, 0) + better.get(k, 0)
-        if not d:
-            continue
-        step = {(2 * x - d) * (scale // n): math.comb(d, x) / 2**d for x in range(d + 1)}
-        merged: dict[int, float] = {}
-        for value, p in distribution.items():
-            for delta, q in step.items():
-                merged[value + delta] = merged.get(value + delta, 0.0) + p * q
-        distribution = merged
-    return min(1.0, sum(p for value, p in distribution.items() if value >= observed))
-
-
-def balanced_accuracy_bounds(records: Sequence[dict], alpha: float = 0.05) -> tuple[float, float]:
-    """One-sided ``1 - alpha`` lower and upper bounds for balanced accuracy.
-
-    Each label's recall gets a one-sided Wilson bound at ``alpha / labels`` (Bonferroni) and the bounds are
-    averaged: all hold together with probability at least ``1 - alpha``, so the result is conservative.
-    """
-    per_label: dict[str, list[int]] = {}
-    for r in records:
-        hit_total = per_label.setdefault(r["expected"], [0, 0])
-        hit_total[0] += bool(r["correct"])
-        hit_total[1] += 1
-    if not per_label:
-        return (0.0, 1.0)
-    level = alpha / len(per_label)
-    lower = [wilson_lower_one_sided(hit, total, level) for hit, total in per_label.values()]
-    upper = [wilson_upper_one_sided(hit, total, level) for hit, total in per_label.values()]
-    return (sum(lower) / len(lower), sum(upper) / len(upper))
 
 
 # --- the report -------------------------------------------------------------------------------
