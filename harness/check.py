@@ -16,8 +16,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
 from .errors import LrlError
 from .metrics import (
     balanced_accuracy_bounds,
@@ -25,7 +23,7 @@ from .metrics import (
     stratified_mcnemar_one_sided,
     wilson_upper_one_sided,
 )
-from .results import atomic_write_text, check_writable, load_results
+from .results import atomic_write_text, load_results
 
 IDENTITY_KEYS = ("task", "preset", "split")
 
@@ -96,16 +94,15 @@ class CheckReport:
 
     def table(self):
         """The comparison as a rich Table."""
-        from rich.table import Table
+        from .tables import TableData
 
         ratio = f", latency limit {self.latency_ratio:g}x" if self.latency_ratio else ""
-        table = Table(title=f"Regression check (tolerance {self.tolerance:g}, alpha {self.alpha:g}{ratio})")
-        for col in ("check", "accuracy", "balanced acc.", "unparsed", "paired", "right->wrong",
-                    "wrong->right", "p (acc / bal.)", "latency", "result"):
-            table.add_column(col, justify="left" if col == "check" else "right")
+        columns = ("check", "accuracy", "balanced acc.", "unparsed", "paired", "right->wrong", "wrong->right",
+                   "p (acc / bal.)", "latency", "result")
+        rows = []
         for item in self.items:
             b, n = item.baseline, item.new
-            table.add_row(
+            rows.append([
                 item.label,
                 f"{b['accuracy']:.3f} -> {n['accuracy']:.3f}",
                 f"{b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}",
@@ -116,8 +113,9 @@ class CheckReport:
                 f"{_p(item.accuracy_p)} / {_p(item.balanced_p)}",
                 "-" if item.latency_ratio is None else f"{item.latency_ratio:.2f}x",
                 "[green]PASS[/green]" if item.passed else "[red]FAIL[/red]",
-            )
-        return table
+            ])
+        return TableData(f"Regression check (tolerance {self.tolerance:g}, alpha {self.alpha:g}{ratio})", columns,
+                         rows, text_columns=1, no_wrap=False).rich()
 
     def to_junit_xml(self) -> str:
         """JUnit XML: one testcase per compared stage or backend; items in one file only are skipped."""
@@ -169,7 +167,7 @@ def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float =
 
     Raises LrlError when the two are not comparable (different task, preset or split) or share nothing.
     """
-    _check_arguments(tolerance, alpha, latency_ratio)
+    check_arguments(tolerance, alpha, latency_ratio)
     notes = _check_comparable(results, baseline)
     if latency_ratio is not None:
         notes += _check_same_machine(results, baseline)
@@ -195,7 +193,7 @@ def check_files(results_path: Path, baseline_path: Path, **options) -> CheckRepo
     return check(load_results(Path(results_path)), load_results(Path(baseline_path)), **options)
 
 
-def _check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
+def check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
     if not 0 <= tolerance < 1:
         raise LrlError(f"--tolerance must be in [0, 1), got {tolerance}")
     if not 0 < alpha < 1:
@@ -378,52 +376,3 @@ def _check_latency(item: ItemCheck, base: dict, new: dict, limit: float) -> None
     if item.latency_ratio > limit:
         item.failures.append(f"mean latency {base_s:.4f} s -> {new_s:.4f} s ({item.latency_ratio:.2f}x, "
                              f"limit {limit:g}x)")
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("check")
-@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The reference results file to compare against.")
-@click.option("--tolerance", type=float, default=0.02, show_default=True,
-              help="Largest accuracy drop (absolute) that never fails.")
-@click.option("--alpha", type=float, default=0.05, show_default=True,
-              help="Significance level a larger drop must reach to fail.")
-@click.option("--latency-ratio", type=float, default=None,
-              help="Also fail when mean latency grows by more than this factor (e.g. 1.5).")
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JUnit XML report here (one testcase per stage or backend).")
-def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, junit_file):
-    """Compare RESULTS with a baseline: exit 0 when everything holds, 1 on a regression.
-
-    A stage or backend fails when its accuracy or balanced accuracy fell by more than the tolerance
-    and the fall is significant on the paired problems (exact one-sided McNemar), when more answers
-    are unparsed, or (with --latency-ratio) when it got slower than the ratio allows.
-    """
-    from .report import print_tables
-
-    _check_arguments(tolerance, alpha, latency_ratio)
-    if junit_file is not None:
-        check_writable(junit_file)
-    report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
-                         latency_ratio=latency_ratio)
-    for item in report.items:
-        for warning in item.warnings:
-            click.echo(f"warning: {warning}", err=True)
-    print_tables([report.table()])
-    for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
-        for kind, name in keys:
-            click.echo(f"skipped {item_label(kind, name)}: only in the {where}")
-    for note in report.notes + [f"{i.label}: {n}" for i in report.items for n in i.notes]:
-        click.echo(f"note: {note}")
-    if junit_file:
-        report.write_junit(junit_file)
-        click.echo(f"wrote {junit_file}")
-    for line in report.failure_lines():
-        click.echo(line)
-    if not report.passed:
-        raise SystemExit(1)
-    count = len(report.items)
-    click.echo(f"OK: {count} check{'s hold' if count != 1 else ' holds'}")

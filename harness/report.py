@@ -8,13 +8,12 @@ and its Wilson 95% interval: an accuracy alone says little on a split where one 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-
-from .results import STAGE_LABELS, STAGES, atomic_write_text, check_writable, load_results
+from .results import STAGE_LABELS, STAGES, atomic_write_text
+from .tables import TableData
+from .tables import print_tables as print_tables  # re-exported: bench imports it from here
 
 ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "truncated", "95% CI", "n")
 SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
@@ -26,43 +25,6 @@ EXPLANATION = (
     "Unparsed: responses with no clear verdict; they count as wrong. "
     "95% CI: Wilson interval of the accuracy."
 )
-
-
-@dataclass
-class TableData:
-    """One table, rendered three ways (terminal, Markdown, HTML) from the same cells."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: list[list[str]]
-    text_columns: int = 2  # left-aligned; the rest are figures, right-aligned
-
-    def rich(self):
-        from rich.table import Table
-
-        table = Table(title=self.title)
-        for i, col in enumerate(self.columns):
-            text = i < self.text_columns
-            table.add_column(col, justify="left" if text else "right", no_wrap=text)
-        for row in self.rows:
-            table.add_row(*row)
-        return table
-
-    def markdown(self) -> str:
-        rule = ("---" if i < self.text_columns else "---:" for i in range(len(self.columns)))
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "|".join(rule) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        def cls(i: int) -> str:
-            return ' class="t"' if i < self.text_columns else ""
-
-        head = "".join(f"<th{cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(self.columns))
-        body = "".join("<tr>" + "".join(f"<td{cls(i)}>{html.escape(cell)}</td>" for i, cell in enumerate(row))
-                       + "</tr>\n" for row in self.rows)
-        return (f"<h3>{html.escape(self.title)}</h3>\n<table>\n<thead><tr>{head}</tr></thead>\n"
-                f"<tbody>\n{body}</tbody>\n</table>\n")
 
 
 # --- what the tables hold ---------------------------------------------------------------------
@@ -248,27 +210,6 @@ def _ms(seconds) -> str:
 
 def _num(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def print_tables(tables, console=None) -> None:
-    """Print rich tables (or TableData) without cutting figures short: where the output is not a
-    terminal (a CI log, a pipe), a table wider than the console gets the width it needs."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    console = console or Console()
-    for table in tables:
-        table = table.rich() if isinstance(table, TableData) else table
-        needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
-        if console.is_terminal or needed <= console.width:
-            console.print(table)
-            continue
-        width = console.width
-        console.width = needed
-        try:
-            console.print(table)
-        finally:
-            console.width = width
 
 
 def summary_table(results: dict):
@@ -536,20 +477,3 @@ img {{ max-width: 100%; }}
 """
     atomic_write_text(paths["html"], page)
     return {**paths, **plots}
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("report")
-@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.md, report.html and the PNG plots.")
-def report_command(results_file, out_dir):
-    """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
-    results = load_results(results_file)
-    check_writable(out_dir, folder=True)
-    print_tables(all_tables(results))
-    click.echo(EXPLANATION)
-    for name, path in write_report(results, out_dir).items():
-        click.echo(f"wrote {name}: {path}")

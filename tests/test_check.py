@@ -10,8 +10,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from lrl_harness.check import check, check_command, check_files
+from lrl_harness.check import check, check_files
 from lrl_harness.cli import main
+from lrl_harness.commands import check_command
 from lrl_harness.errors import LrlError
 from lrl_harness.metrics import (
     balanced_accuracy_bounds,
