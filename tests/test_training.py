@@ -17,15 +17,9 @@ from lrl_harness.training import (
 from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.tiny_student import TINY_LORA, build_tiny_student
 from lrl_harness_plugins.transformers_backend import transformers_backend
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
 FAST = {**TINY_LORA, "r": 4, "alpha": 8, "batch_size": 8, "max_steps": 24, "lr": 1e-2}
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 @pytest.fixture(scope="module")
