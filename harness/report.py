@@ -249,14 +249,29 @@ def all_tables(results: dict) -> list[TableData]:
 # --- plots ------------------------------------------------------------------------------------
 
 
+def _bar_figure(groups: int):
+    """A figure wide enough for ``groups`` groups of bars, and its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.7 * groups + 2), 4.8), dpi=110)
+    return fig, fig.add_subplot()
+
+
+def _save_bar_figure(fig, ax, title: str, path: Path) -> None:
+    """The title, a horizontal grid behind the bars and the legend below them; then the PNG file."""
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict]) -> None:
     """Grouped bars: accuracy with its Wilson 95% interval, balanced accuracy beside it, and each
     group's majority baseline as a dashed line across the group."""
-    from matplotlib.figure import Figure
-
     width = 0.38
-    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
-    ax = fig.add_subplot()
+    fig, ax = _bar_figure(len(names))
     for i, block in enumerate(blocks):
         acc, bal = block["accuracy"], block["balanced_accuracy"]
         lo, hi = block.get("ci95") or (acc, acc)
@@ -275,24 +290,16 @@ def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict])
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("fraction of problems")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save_bar_figure(fig, ax, title, path)
 
 
 def _latency_plot(path: Path, title: str, backends: dict) -> None:
     """Mean, median and 95th-percentile latency per problem, by backend (milliseconds)."""
-    from matplotlib.figure import Figure
-
     names = list(backends)
     series = (("mean_s", "mean", "#4878a8"), ("p50_s", "median", "#80a8d0"),
               ("p95_s", "95th percentile", "#e0a040"))
     width = 0.26
-    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
-    ax = fig.add_subplot()
+    fig, ax = _bar_figure(len(names))
     top = 0.0
     for j, (key, label, color) in enumerate(series):
         values = [((backends[n].get("latency") or {}).get(key) or 0.0) * 1000 for n in names]
@@ -308,12 +315,7 @@ def _latency_plot(path: Path, title: str, backends: dict) -> None:
     ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylim(0, top * 1.15 or 1.0)
     ax.set_ylabel("latency per problem (ms)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save_bar_figure(fig, ax, title, path)
 
 
 def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
