@@ -194,6 +194,7 @@ def check_files(results_path: Path, baseline_path: Path, **options) -> CheckRepo
 
 
 def check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
+    """LrlError for a tolerance, alpha or latency ratio out of range (before any file is read)."""
     if not 0 <= tolerance < 1:
         raise LrlError(f"--tolerance must be in [0, 1), got {tolerance}")
     if not 0 < alpha < 1:

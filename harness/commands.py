@@ -1,6 +1,6 @@
-"""The commands beside ``run``: export, parity, check, report and cache (bench still lives in its own
-module). They are added to ``lrl`` through the public ``register_commands`` hook, the same way a
-third-party plugin adds one.
+"""``lrl export``, ``parity``, ``check``, ``report`` and ``cache`` (``bench`` still lives in its own module;
+``run``, ``problems``, ``rescore`` and ``plugins`` in ``cli``). They are added to ``lrl`` through the
+public ``register_commands`` hook, the same way a third-party plugin adds one.
 
 Each command only reads its options, calls the module that does the work and prints the outcome;
 those modules are imported inside the command bodies, so ``lrl --help`` stays fast.
