@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from lrl_harness.cli import main
+
+pytestmark = pytest.mark.slow  # a whole run, LoRA training included
 
 SMALL = ["--test-n", "12", "--train-n", "20", "--transfer-n", "64", "--lora-opt", "max_steps=3",
          "--export", "none", "--quiet"]

@@ -55,6 +55,7 @@ def test_a_truncated_gguf_is_one_clear_error_and_leaves_nothing(task, tmp_path):
     assert list((tmp_path / "gguf-students").iterdir()) == []  # no half-written folder
 
 
+@pytest.mark.slow
 @pytest.mark.real_model
 @needs_smollm2
 def test_smollm2_becomes_a_hugging_face_student_once(task):

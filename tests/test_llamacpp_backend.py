@@ -124,6 +124,7 @@ def test_prompt_longer_than_the_context_is_refused(llama):
         llama.generate(prompts(1), GenerationSettings(max_new_tokens=1000))
 
 
+@pytest.mark.slow
 def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
     """A small q/v-projection adapter (a few training steps, enough to change the output), used
     three ways: as a GGUF adapter beside the base GGUF, merged into the weights (the backend exports

@@ -40,6 +40,7 @@ def trained(model_dir, examples, tmp_path_factory):
     return out, report, calls
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_reports_itself(trained, examples):
     out, report, calls = trained
     curve = report["loss_curve"]
@@ -51,6 +52,7 @@ def test_training_lowers_the_loss_and_reports_itself(trained, examples):
     assert report["final_loss"] == pytest.approx(calls[-1][2], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_adapter_is_saved_with_tokenizer_and_hash(trained):
     out, report, _ = trained
     names = {p.name for p in out.iterdir()}
@@ -60,6 +62,7 @@ def test_adapter_is_saved_with_tokenizer_and_hash(trained):
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(trained, model_dir, examples, tmp_path):
     out, report, _ = trained
     again = train_lora(str(model_dir), examples, out.parent / "adapter-again", {**FAST, "max_steps": 24}, seed=7)
@@ -78,6 +81,7 @@ def test_loss_covers_only_the_target(model_dir, task, examples):
     assert tokenizer.decode(ids[start:-1]) == example["target"]
 
 
+@pytest.mark.slow
 def test_merged_model_generates_like_base_plus_adapter(trained, model_dir, task, tmp_path):
     out, _, _ = trained
     merged = merge_adapter(str(model_dir), out, tmp_path / "merged")
