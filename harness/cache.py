@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -203,3 +204,38 @@ class CachedTeacher:
                 f"{request.purpose} request{problem}"
                 f"{f', sample {sample}' if sample else ''}, prompt sha256 {sha256_text(request.prompt)[:16]} "
                 f"(cache: {self._folder})")
+
+
+# --- what the cache holds -----------------------------------------------------------------------
+
+
+def cache_contents(root: Path) -> list[dict]:
+    """One row per teacher and model folder: entries and bytes."""
+    rows = []
+    if not root.is_dir():
+        return rows
+    for teacher in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for model in sorted(p for p in teacher.iterdir() if p.is_dir()):
+            files = [f for f in model.rglob("*.json") if f.is_file()]
+            rows.append({"teacher": teacher.name, "model": model.name, "entries": len(files),
+                         "bytes": sum(f.stat().st_size for f in files), "path": str(model)})
+    return rows
+
+
+def clear_cached(root: Path, teacher: str | None = None, model: str | None = None) -> int:
+    """Remove the cached answers of ``teacher`` (of its ``model`` only, when given), or of every teacher
+    when ``teacher`` is None; return how many answers were removed."""
+    if teacher is None:
+        targets = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    else:
+        target = root / _slug(teacher)
+        if model:
+            target = target / _slug(model)
+        if not target.is_dir():
+            raise LrlError(f"nothing cached for teacher {teacher!r}{f' model {model!r}' if model else ''}; "
+                           "`lrl cache list` shows what is")
+        targets = [target]
+    entries = sum(1 for t in targets for f in t.rglob("*.json") if f.is_file())
+    for target in targets:
+        shutil.rmtree(target)
+    return entries

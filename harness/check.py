@@ -6,73 +6,26 @@ few hundred problems does not flake. Significance is tested on the problems both
 (paired by problem id and problem text): an exact one-sided McNemar test for accuracy, and the same
 test stratified by expected label for balanced accuracy. Where no problems pair up, the baseline
 figure must lie above the new result's one-sided Wilson upper bound. A rise in unparsed answers
-always fails; latency fails only when a ratio is asked for.
+always fails; latency fails only when a ratio is asked for. The tests and intervals themselves live
+in ``metrics``.
 """
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
 from .errors import LrlError
-from .metrics import mcnemar_one_sided, wilson_lower_one_sided, wilson_upper_one_sided
-from .results import atomic_write_text, check_writable, load_results
+from .metrics import (
+    balanced_accuracy_bounds,
+    mcnemar_one_sided,
+    stratified_mcnemar_one_sided,
+    wilson_upper_one_sided,
+)
+from .results import atomic_write_text, load_results
 
 IDENTITY_KEYS = ("task", "preset", "split")
-
-
-# --- statistics -------------------------------------------------------------------------------
-
-
-def stratified_mcnemar_one_sided(worse: dict[str, int], better: dict[str, int],
-                                 sizes: dict[str, int]) -> float:
-    """Exact one-sided p-value that balanced accuracy fell, over paired problems.
-
-    Per expected label ``k``: ``worse[k]`` pairs went right -> wrong, ``better[k]`` wrong -> right, out of
-    ``sizes[k]`` paired problems with that label. The statistic is the fall in balanced accuracy,
-    ``sum_k (worse_k - better_k) / sizes_k``; under no difference each discordant pair points either way
-    with probability 1/2. With one label (or equal label sizes) this is the ordinary exact McNemar test.
-    Exact: the work grows with the product of the per-label discordant counts (fine for a few labels).
-    """
-    sizes = {k: n for k, n in sizes.items() if n}
-    scale = math.lcm(*sizes.values()) if sizes else 1  # integer statistic: scale * sum_k (w_k - b_k) / n_k
-    observed = sum((worse.get(k, 0) - better.get(k, 0)) * (scale // n) for k, n in sizes.items())
-    distribution = {0: 1.0}
-    for k, n in sizes.items():
-        d = worse.get(k, 0) + better.get(k, 0)
-        if not d:
-            continue
-        step = {(2 * x - d) * (scale // n): math.comb(d, x) / 2**d for x in range(d + 1)}
-        merged: dict[int, float] = {}
-        for value, p in distribution.items():
-            for delta, q in step.items():
-                merged[value + delta] = merged.get(value + delta, 0.0) + p * q
-        distribution = merged
-    return min(1.0, sum(p for value, p in distribution.items() if value >= observed))
-
-
-def balanced_accuracy_bounds(records: Sequence[dict], alpha: float = 0.05) -> tuple[float, float]:
-    """One-sided ``1 - alpha`` lower and upper bounds for balanced accuracy.
-
-    Each label's recall gets a one-sided Wilson bound at ``alpha / labels`` (Bonferroni) and the bounds are
-    averaged: all hold together with probability at least ``1 - alpha``, so the result is conservative.
-    """
-    per_label: dict[str, list[int]] = {}
-    for r in records:
-        hit_total = per_label.setdefault(r["expected"], [0, 0])
-        hit_total[0] += bool(r["correct"])
-        hit_total[1] += 1
-    if not per_label:
-        return (0.0, 1.0)
-    level = alpha / len(per_label)
-    lower = [wilson_lower_one_sided(hit, total, level) for hit, total in per_label.values()]
-    upper = [wilson_upper_one_sided(hit, total, level) for hit, total in per_label.values()]
-    return (sum(lower) / len(lower), sum(upper) / len(upper))
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -141,16 +94,15 @@ class CheckReport:
 
     def table(self):
         """The comparison as a rich Table."""
-        from rich.table import Table
+        from .tables import TableData
 
         ratio = f", latency limit {self.latency_ratio:g}x" if self.latency_ratio else ""
-        table = Table(title=f"Regression check (tolerance {self.tolerance:g}, alpha {self.alpha:g}{ratio})")
-        for col in ("check", "accuracy", "balanced acc.", "unparsed", "paired", "right->wrong",
-                    "wrong->right", "p (acc / bal.)", "latency", "result"):
-            table.add_column(col, justify="left" if col == "check" else "right")
+        columns = ("check", "accuracy", "balanced acc.", "unparsed", "paired", "right->wrong", "wrong->right",
+                   "p (acc / bal.)", "latency", "result")
+        rows = []
         for item in self.items:
             b, n = item.baseline, item.new
-            table.add_row(
+            rows.append([
                 item.label,
                 f"{b['accuracy']:.3f} -> {n['accuracy']:.3f}",
                 f"{b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}",
@@ -161,8 +113,9 @@ class CheckReport:
                 f"{_p(item.accuracy_p)} / {_p(item.balanced_p)}",
                 "-" if item.latency_ratio is None else f"{item.latency_ratio:.2f}x",
                 "[green]PASS[/green]" if item.passed else "[red]FAIL[/red]",
-            )
-        return table
+            ])
+        return TableData(f"Regression check (tolerance {self.tolerance:g}, alpha {self.alpha:g}{ratio})", columns,
+                         rows, text_columns=1, no_wrap=False).rich()
 
     def to_junit_xml(self) -> str:
         """JUnit XML: one testcase per compared stage or backend; items in one file only are skipped."""
@@ -214,7 +167,7 @@ def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float =
 
     Raises LrlError when the two are not comparable (different task, preset or split) or share nothing.
     """
-    _check_arguments(tolerance, alpha, latency_ratio)
+    check_arguments(tolerance, alpha, latency_ratio)
     notes = _check_comparable(results, baseline)
     if latency_ratio is not None:
         notes += _check_same_machine(results, baseline)
@@ -240,7 +193,8 @@ def check_files(results_path: Path, baseline_path: Path, **options) -> CheckRepo
     return check(load_results(Path(results_path)), load_results(Path(baseline_path)), **options)
 
 
-def _check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
+def check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
+    """LrlError for a tolerance, alpha or latency ratio out of range (before any file is read)."""
     if not 0 <= tolerance < 1:
         raise LrlError(f"--tolerance must be in [0, 1), got {tolerance}")
     if not 0 < alpha < 1:
@@ -423,52 +377,3 @@ def _check_latency(item: ItemCheck, base: dict, new: dict, limit: float) -> None
     if item.latency_ratio > limit:
         item.failures.append(f"mean latency {base_s:.4f} s -> {new_s:.4f} s ({item.latency_ratio:.2f}x, "
                              f"limit {limit:g}x)")
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("check")
-@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The reference results file to compare against.")
-@click.option("--tolerance", type=float, default=0.02, show_default=True,
-              help="Largest accuracy drop (absolute) that never fails.")
-@click.option("--alpha", type=float, default=0.05, show_default=True,
-              help="Significance level a larger drop must reach to fail.")
-@click.option("--latency-ratio", type=float, default=None,
-              help="Also fail when mean latency grows by more than this factor (e.g. 1.5).")
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JUnit XML report here (one testcase per stage or backend).")
-def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, junit_file):
-    """Compare RESULTS with a baseline: exit 0 when everything holds, 1 on a regression.
-
-    A stage or backend fails when its accuracy or balanced accuracy fell by more than the tolerance
-    and the fall is significant on the paired problems (exact one-sided McNemar), when more answers
-    are unparsed, or (with --latency-ratio) when it got slower than the ratio allows.
-    """
-    from .report import print_tables
-
-    _check_arguments(tolerance, alpha, latency_ratio)
-    if junit_file is not None:
-        check_writable(junit_file)
-    report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
-                         latency_ratio=latency_ratio)
-    for item in report.items:
-        for warning in item.warnings:
-            click.echo(f"warning: {warning}", err=True)
-    print_tables([report.table()])
-    for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
-        for kind, name in keys:
-            click.echo(f"skipped {item_label(kind, name)}: only in the {where}")
-    for note in report.notes + [f"{i.label}: {n}" for i in report.items for n in i.notes]:
-        click.echo(f"note: {note}")
-    if junit_file:
-        report.write_junit(junit_file)
-        click.echo(f"wrote {junit_file}")
-    for line in report.failure_lines():
-        click.echo(line)
-    if not report.passed:
-        raise SystemExit(1)
-    count = len(report.items)
-    click.echo(f"OK: {count} check{'s hold' if count != 1 else ' holds'}")

@@ -189,9 +189,10 @@ def problems(obj: Context, task_name, preset, split, n, seed):
 def rescore_command(obj: Context, results_file, task_name, out, explain):
     """Re-grade a results file (ours or the original experiment's, as published) with this project's
     extractor and solver, and show the corrected metrics next to the recorded ones."""
-    from .report import print_tables, rescore_data
+    from .report import rescore_data
     from .rescore import changed, explain_line, rescore
     from .results import write_json
+    from .tables import print_tables
 
     rescored = rescore(results_file, obj.task(task_name))
     if explain:
@@ -224,15 +225,14 @@ def plugins_command(obj: Context, as_json):
         click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="lrl-harness plugins")
-    for col in ("kind", "name", "plugin", "module", "distribution", "description"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-", r["description"])
+    from .tables import TableData
+
+    columns = ("kind", "name", "plugin", "module", "distribution", "description")
+    cells = [[r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-", r["description"]]
+             for r in rows]
     console = Console()
-    console.print(table)
+    console.print(TableData("lrl-harness plugins", columns, cells, text_columns=len(columns), no_wrap=False).rich())
     console.print("To turn a plugin off, list its 'plugin' name in LRL_HARNESS_DISABLE_PLUGINS "
                   "(comma-separated).", highlight=False)
     for f in failures:

@@ -1,24 +1,257 @@
-"""Commands that live in their own modules, added to ``lrl`` through the public ``register_commands``
-hook, the same way a third-party plugin adds one."""
+"""``lrl export``, ``parity``, ``check``, ``report`` and ``cache`` (``bench`` still lives in its own module;
+``run``, ``problems``, ``rescore`` and ``plugins`` in ``cli``). They are added to ``lrl`` through the
+public ``register_commands`` hook, the same way a third-party plugin adds one.
+
+Each command only reads its options, calls the module that does the work and prints the outcome;
+those modules are imported inside the command bodies, so ``lrl --help`` stays fast.
+"""
 
 from __future__ import annotations
 
-import importlib
+import json
+from pathlib import Path
+
+import click
 
 from . import hookimpl
-
-COMMANDS = (
-    ("lrl_harness.export", "export_command"),
-    ("lrl_harness.parity", "parity_command"),
-    ("lrl_harness.bench", "bench_command"),
-    ("lrl_harness.check", "check_command"),
-    ("lrl_harness.report", "report_command"),
-    ("lrl_harness.cache_cli", "cache_command"),
-)
+from .errors import LrlError
+from .export import ADAPTER_MODES, DEFAULT_QUANTS, QUANT_FTYPES
 
 
 @hookimpl
 def register_commands(cli):
-    for module_name, attr in COMMANDS:
-        module = importlib.import_module(module_name)
-        cli.add_command(getattr(module, attr))
+    from .bench import bench_command
+
+    for command in (export_command, parity_command, bench_command, check_command, report_command, cache_command):
+        cli.add_command(command)
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter directory (default for a run directory: its adapter/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN_DIR/export, or MODEL_DIR-gguf beside the model).")
+@click.option("--quant", "quants", multiple=True, type=click.Choice(list(QUANT_FTYPES)),
+              help=f"Quantisation to write; repeat for several (default: {', '.join(DEFAULT_QUANTS)}).")
+@click.option("--adapter-mode", type=click.Choice(ADAPTER_MODES), default="merge", show_default=True,
+              help="merge: fold the adapter into the weights; gguf: base model plus a GGUF LoRA adapter.")
+def export_command(source: Path, adapter: Path | None, out_dir: Path | None, quants: tuple[str, ...],
+                   adapter_mode: str) -> None:
+    """Export a run's trained student (or a Hugging Face model directory) to GGUF files."""
+    from rich.console import Console
+
+    from .export import _resolve_source, export_model
+    from .results import check_writable
+    from .tables import TableData, print_tables
+
+    model_dir, run_adapter, default_out = _resolve_source(source)
+    out_dir = out_dir or default_out
+    check_writable(out_dir, folder=True)
+    console = Console(stderr=True)
+    record = export_model(model_dir, out_dir, quants or DEFAULT_QUANTS, adapter or run_adapter,
+                          progress=lambda m: console.print(f"{m} ...", highlight=False),
+                          adapter_mode=adapter_mode)
+    rows = [[fname, entry["kind"], entry["quant"], f"{entry['bytes'] / 2**20:.2f}", entry["sha256"][:16]]
+            for fname, entry in record["files"].items()]
+    print_tables([TableData(f"GGUF files in {out_dir} (llama.cpp converter {record['converter_version']})",
+                            ("file", "kind", "quant", "MiB", "sha256"), rows,
+                            text_columns=("file", "kind", "quant", "sha256"), no_wrap=False)])
+
+
+# --- parity -----------------------------------------------------------------------------------
+
+
+@click.command("parity")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gguf", "ggufs", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GGUF file to compare with transformers; repeat for several (default: the export's).")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter for the transformers side (default for a run directory: its adapter/).")
+@click.option("--task", "task_name", default="meeting-rooms", show_default=True)
+@click.option("--preset", default="balanced", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("-n", "n", type=int, default=200, show_default=True, help="Number of problems.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the parity report (JSON) here.")
+@click.pass_obj
+def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | None, task_name: str,
+                   preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
+                   out_file: Path | None) -> None:
+    """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
+    texts, accuracy and an exact McNemar test.
+
+    SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
+    Prompts are the task's student prompts without a strategy and without a chat template: the
+    same text for every engine, which is what parity needs."""
+    from .parity import check_parity, parity_sources
+    from .results import check_writable, write_json
+    from .tables import TableData, print_tables
+    from .types import GenerationSettings, ModelSpec
+
+    if n < 1:
+        raise LrlError(f"-n must be a positive number of problems, got {n}")
+    if max_new_tokens < 1:
+        raise LrlError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if threads is not None and threads < 1:
+        raise LrlError(f"--threads must be a positive number of threads, got {threads}")
+    if out_file is not None:
+        check_writable(out_file)  # refused now, not after the measurement
+    model_dir, adapter, ggufs = parity_sources(source, ggufs, adapter)
+    task = obj.task(task_name)
+    problems = task.problems(preset, split, n=n)
+    prompts = [task.student_prompt(p, None) for p in problems]
+    registry = obj.registry
+    options = {"n_threads": threads} if threads else {}
+    backends = {}
+    try:
+        backends["transformers"] = registry.get("backend", "transformers").factory(
+            model=ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None), options={})
+        for gguf in ggufs:
+            backends[gguf.stem] = registry.get("backend", "llamacpp").factory(
+                model=ModelSpec(path=str(gguf)), options=dict(options))
+        settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        report = check_parity(backends, prompts, problems, task, settings)
+    finally:
+        for backend in backends.values():
+            backend.close()
+    if out_file:
+        write_json(out_file, report)
+    rows = []
+    for name, block in report["backends"].items():
+        cmp = report["comparisons"].get(name)
+        rows.append([name, f"{block['accuracy']:.1%}", str(block["unparsed"]),
+                     f"{cmp['answer_agreement']:.1%}" if cmp else "-",
+                     f"{cmp['text_agreement']:.1%}" if cmp else "-",
+                     f"{cmp['mcnemar_p']:.3g}" if cmp else "-", f"{block['elapsed_s']:.1f}"])
+    columns = ("backend", "accuracy", "unparsed", "answers agree", "texts identical", "McNemar p", "time s")
+    print_tables([TableData(f"Parity on {len(problems)} {preset}/{split} problems (reference: transformers)",
+                            columns, rows, text_columns=1, no_wrap=False)])
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+@click.command("check")
+@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The reference results file to compare against.")
+@click.option("--tolerance", type=float, default=0.02, show_default=True,
+              help="Largest accuracy drop (absolute) that never fails.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Significance level a larger drop must reach to fail.")
+@click.option("--latency-ratio", type=float, default=None,
+              help="Also fail when mean latency grows by more than this factor (e.g. 1.5).")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JUnit XML report here (one testcase per stage or backend).")
+def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, junit_file):
+    """Compare RESULTS with a baseline: exit 0 when everything holds, 1 on a regression.
+
+    A stage or backend fails when its accuracy or balanced accuracy fell by more than the tolerance
+    and the fall is significant on the paired problems (exact one-sided McNemar), when more answers
+    are unparsed, or (with --latency-ratio) when it got slower than the ratio allows.
+    """
+    from .check import check_arguments, check_files, item_label
+    from .results import check_writable
+    from .tables import print_tables
+
+    check_arguments(tolerance, alpha, latency_ratio)
+    if junit_file is not None:
+        check_writable(junit_file)
+    report = check_files(results_file, baseline_file, tolerance=tolerance, alpha=alpha,
+                         latency_ratio=latency_ratio)
+    for item in report.items:
+        for warning in item.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    print_tables([report.table()])
+    for where, keys in (("results", report.only_in_results), ("baseline", report.only_in_baseline)):
+        for kind, name in keys:
+            click.echo(f"skipped {item_label(kind, name)}: only in the {where}")
+    for note in report.notes + [f"{i.label}: {n}" for i in report.items for n in i.notes]:
+        click.echo(f"note: {note}")
+    if junit_file:
+        report.write_junit(junit_file)
+        click.echo(f"wrote {junit_file}")
+    for line in report.failure_lines():
+        click.echo(line)
+    if not report.passed:
+        raise SystemExit(1)
+    count = len(report.items)
+    click.echo(f"OK: {count} check{'s hold' if count != 1 else ' holds'}")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+@click.command("report")
+@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.md, report.html and the PNG plots.")
+def report_command(results_file, out_dir):
+    """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
+    from .report import EXPLANATION, all_tables, write_report
+    from .results import check_writable, load_results
+    from .tables import print_tables
+
+    results = load_results(results_file)
+    check_writable(out_dir, folder=True)
+    print_tables(all_tables(results))
+    click.echo(EXPLANATION)
+    for name, path in write_report(results, out_dir).items():
+        click.echo(f"wrote {name}: {path}")
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+@click.group("cache")
+def cache_command() -> None:
+    """The teacher response cache: list what it holds, or clear part or all of it."""
+
+
+@cache_command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_list_command(as_json: bool) -> None:
+    """Teachers and models with cached answers: entries and size."""
+    from .cache import cache_contents, default_cache_root
+
+    root = default_cache_root()
+    rows = cache_contents(root)
+    if as_json:
+        click.echo(json.dumps({"root": str(root), "entries": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"the teacher cache is empty ({root})")
+        return
+    from rich.console import Console
+
+    from .tables import TableData
+
+    cells = [[row["teacher"], row["model"], str(row["entries"]), f"{row['bytes'] / 2**20:.2f}"] for row in rows]
+    Console().print(TableData(f"Teacher response cache ({root})", ("teacher", "model", "entries", "MiB"), cells,
+                              no_wrap=False).rich())
+
+
+@cache_command.command("clear")
+@click.option("--teacher", help="Clear this teacher's answers (a name from `lrl cache list`).")
+@click.option("--model", help="With --teacher: clear only this model's answers.")
+@click.option("--all", "clear_all", is_flag=True, help="Clear the whole teacher cache.")
+def cache_clear_command(teacher: str | None, model: str | None, clear_all: bool) -> None:
+    """Remove cached teacher answers; the next run asks the teacher again."""
+    from .cache import clear_cached, default_cache_root
+
+    root = default_cache_root()
+    if clear_all and (teacher or model):
+        raise LrlError("--all clears everything; give either --all or --teacher [--model]")
+    if model and not teacher:
+        raise LrlError("--model needs --teacher (a model's answers are kept per teacher)")
+    if not clear_all and not teacher:
+        raise LrlError("say what to clear: --teacher NAME [--model NAME], or --all")
+    entries = clear_cached(root, None if clear_all else teacher, model)
+    click.echo(f"cleared {entries} cached answer{'s' if entries != 1 else ''} from {root}")

@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
-
 from .errors import LrlError
 
 QUANT_FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
@@ -401,39 +399,3 @@ def _resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
         return target, None, target.with_name(f"{target.name}-gguf")
     raise LrlError(f"{target}: neither an lrl-harness run directory (results.json) "
                    "nor a Hugging Face model directory (config.json)")
-
-
-@click.command("export")
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="LoRA adapter directory (default for a run directory: its adapter/).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (default: RUN_DIR/export, or MODEL_DIR-gguf beside the model).")
-@click.option("--quant", "quants", multiple=True, type=click.Choice(list(QUANT_FTYPES)),
-              help=f"Quantisation to write; repeat for several (default: {', '.join(DEFAULT_QUANTS)}).")
-@click.option("--adapter-mode", type=click.Choice(ADAPTER_MODES), default="merge", show_default=True,
-              help="merge: fold the adapter into the weights; gguf: base model plus a GGUF LoRA adapter.")
-def export_command(source: Path, adapter: Path | None, out_dir: Path | None, quants: tuple[str, ...],
-                   adapter_mode: str) -> None:
-    """Export a run's trained student (or a Hugging Face model directory) to GGUF files."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report import print_tables
-
-    model_dir, run_adapter, default_out = _resolve_source(source)
-    out_dir = out_dir or default_out
-    from .results import check_writable
-
-    check_writable(out_dir, folder=True)
-    console = Console(stderr=True)
-    record = export_model(model_dir, out_dir, quants or DEFAULT_QUANTS, adapter or run_adapter,
-                          progress=lambda m: console.print(f"{m} ...", highlight=False),
-                          adapter_mode=adapter_mode)
-    table = Table(title=f"GGUF files in {out_dir} (llama.cpp converter {record['converter_version']})")
-    for column in ("file", "kind", "quant", "MiB", "sha256"):
-        table.add_column(column, justify="right" if column == "MiB" else "left")
-    for fname, entry in record["files"].items():
-        size = f"{entry['bytes'] / 2**20:.2f}"
-        table.add_row(fname, entry["kind"], entry["quant"], size, entry["sha256"][:16])
-    print_tables([table])

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, LrlError
+from .metrics import bootstrap_ratio as bootstrap_ratio  # re-exported: bench imports it from here
+from .metrics import distribution
+from .metrics import percentile as percentile  # re-exported: bench imports it from here
+from .metrics import spread as spread  # re-exported: bench imports it from here
 
 TIMING_DEFINITIONS = {
     "start": "the load generator hands the request to the backend (a slot is free or its arrival time came); "
@@ -184,24 +187,6 @@ async def drive(send: Callable[[int], Awaitable[Any]], n: int, level: Level, see
 # --- metrics ------------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def distribution(values: Sequence[float]) -> dict:
-    """mean, p50, p90, p99, min, max (seconds, rounded to the microsecond); Nones when empty."""
-    if not values:
-        return {k: None for k in ("mean_s", "p50_s", "p90_s", "p99_s", "min_s", "max_s")}
-    return {"mean_s": _r(statistics.fmean(values)), "p50_s": _r(percentile(values, 50)),
-            "p90_s": _r(percentile(values, 90)), "p99_s": _r(percentile(values, 99)),
-            "min_s": _r(min(values)), "max_s": _r(max(values))}
-
-
 def request_times(outcome: RequestOutcome) -> dict:
     """ttft, tpot and the inter-token gaps of one answered request (None where not measurable)."""
     c = outcome.completion
@@ -256,40 +241,6 @@ def _within(outcome: RequestOutcome, times: dict, slo: dict) -> bool:
         if value is not None and value > limit:
             return False
     return True
-
-
-def spread(values: Sequence[float | None]) -> dict | None:
-    """Median, min, max and sample standard deviation of one figure over repeats (None when unmeasured)."""
-    xs = [v for v in values if v is not None]
-    if not xs:
-        return None
-    return {"median": _r(statistics.median(xs)), "min": _r(min(xs)), "max": _r(max(xs)),
-            "stdev": _r(statistics.stdev(xs)) if len(xs) > 1 else 0.0, "n": len(xs)}
-
-
-def bootstrap_ratio(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
-                    paired: bool = True) -> dict | None:
-    """mean(a)/mean(b) with a 95% percentile-bootstrap interval. ``paired``: a[i] and b[i] belong to the
-    same problem and are resampled together."""
-    if not a or not b or (paired and len(a) != len(b)):
-        return None
-    mean_b = statistics.fmean(b)
-    if mean_b <= 0:
-        return None
-    rng = random.Random(seed)
-    ratios = []
-    for _ in range(resamples):
-        if paired:
-            idx = [rng.randrange(len(a)) for _ in a]
-            num, den = sum(a[i] for i in idx), sum(b[i] for i in idx)
-        else:
-            num = sum(rng.choice(a) for _ in a) / len(a) * len(b)
-            den = sum(rng.choice(b) for _ in b)
-        if den > 0:
-            ratios.append(num / den)
-    return {"ratio": round(statistics.fmean(a) / mean_b, 4), "ci95": [round(percentile(ratios, 2.5), 4),
-                                                                      round(percentile(ratios, 97.5), 4)],
-            "resamples": resamples, "paired": paired}
 
 
 def _r(x: float) -> float:

@@ -1,13 +1,23 @@
-"""Honest accuracy: every figure comes with the majority-class baseline, balanced accuracy,
-the unparsed count and a Wilson 95% interval. Paired comparisons use an exact McNemar test."""
+"""Every statistic of the harness, in one place.
+
+Honest accuracy: every figure comes with the majority-class baseline, balanced accuracy, the unparsed
+count and a Wilson 95% interval (``score_block``, ``score_stage``). Paired comparisons use exact
+McNemar tests, stratified by expected label for balanced accuracy. Timings are summarised by
+percentiles and spreads, and ratios of means get a percentile-bootstrap interval.
+"""
 
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 Z95 = 1.959963984540054
+
+
+# --- intervals --------------------------------------------------------------------------------
 
 
 def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
@@ -46,6 +56,28 @@ def _normal_quantile(p: float) -> float:
     return (lo + hi) / 2
 
 
+def balanced_accuracy_bounds(records: Sequence[dict], alpha: float = 0.05) -> tuple[float, float]:
+    """One-sided ``1 - alpha`` lower and upper bounds for balanced accuracy.
+
+    Each label's recall gets a one-sided Wilson bound at ``alpha / labels`` (Bonferroni) and the bounds are
+    averaged: all hold together with probability at least ``1 - alpha``, so the result is conservative.
+    """
+    per_label: dict[str, list[int]] = {}
+    for r in records:
+        hit_total = per_label.setdefault(r["expected"], [0, 0])
+        hit_total[0] += bool(r["correct"])
+        hit_total[1] += 1
+    if not per_label:
+        return (0.0, 1.0)
+    level = alpha / len(per_label)
+    lower = [wilson_lower_one_sided(hit, total, level) for hit, total in per_label.values()]
+    upper = [wilson_upper_one_sided(hit, total, level) for hit, total in per_label.values()]
+    return (sum(lower) / len(lower), sum(upper) / len(upper))
+
+
+# --- paired tests -----------------------------------------------------------------------------
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value. ``b``: only A correct; ``c``: only B correct."""
     n = b + c
@@ -65,6 +97,36 @@ def mcnemar_one_sided(worse: int, better: int) -> float:
     if n == 0:
         return 1.0
     return sum(math.comb(n, i) for i in range(worse, n + 1)) / 2**n
+
+
+def stratified_mcnemar_one_sided(worse: dict[str, int], better: dict[str, int],
+                                 sizes: dict[str, int]) -> float:
+    """Exact one-sided p-value that balanced accuracy fell, over paired problems.
+
+    Per expected label ``k``: ``worse[k]`` pairs went right -> wrong, ``better[k]`` wrong -> right, out of
+    ``sizes[k]`` paired problems with that label. The statistic is the fall in balanced accuracy,
+    ``sum_k (worse_k - better_k) / sizes_k``; under no difference each discordant pair points either way
+    with probability 1/2. With one label (or equal label sizes) this is the ordinary exact McNemar test.
+    Exact: the work grows with the product of the per-label discordant counts (fine for a few labels).
+    """
+    sizes = {k: n for k, n in sizes.items() if n}
+    scale = math.lcm(*sizes.values()) if sizes else 1  # integer statistic: scale * sum_k (w_k - b_k) / n_k
+    observed = sum((worse.get(k, 0) - better.get(k, 0)) * (scale // n) for k, n in sizes.items())
+    distribution = {0: 1.0}
+    for k, n in sizes.items():
+        d = worse.get(k, 0) + better.get(k, 0)
+        if not d:
+            continue
+        step = {(2 * x - d) * (scale // n): math.comb(d, x) / 2**d for x in range(d + 1)}
+        merged: dict[int, float] = {}
+        for value, p in distribution.items():
+            for delta, q in step.items():
+                merged[value + delta] = merged.get(value + delta, 0.0) + p * q
+        distribution = merged
+    return min(1.0, sum(p for value, p in distribution.items() if value >= observed))
+
+
+# --- accuracy ---------------------------------------------------------------------------------
 
 
 def score_block(records: Sequence[dict], labels: Iterable[str] = ("YES", "NO")) -> dict:
@@ -129,3 +191,62 @@ def paired_comparison(a: Sequence[dict], b: Sequence[dict]) -> dict:
         "only_b_correct": only_b,
         "mcnemar_p": mcnemar_exact(only_a, only_b),
     }
+
+
+# --- timings ----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def distribution(values: Sequence[float]) -> dict:
+    """mean, p50, p90, p99, min, max (seconds, rounded to the microsecond); Nones when empty."""
+    if not values:
+        return {k: None for k in ("mean_s", "p50_s", "p90_s", "p99_s", "min_s", "max_s")}
+    return {"mean_s": _r(statistics.fmean(values)), "p50_s": _r(percentile(values, 50)),
+            "p90_s": _r(percentile(values, 90)), "p99_s": _r(percentile(values, 99)),
+            "min_s": _r(min(values)), "max_s": _r(max(values))}
+
+
+def spread(values: Sequence[float | None]) -> dict | None:
+    """Median, min, max and sample standard deviation of one figure over repeats (None when unmeasured)."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None
+    return {"median": _r(statistics.median(xs)), "min": _r(min(xs)), "max": _r(max(xs)),
+            "stdev": _r(statistics.stdev(xs)) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def bootstrap_ratio(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
+                    paired: bool = True) -> dict | None:
+    """mean(a)/mean(b) with a 95% percentile-bootstrap interval. ``paired``: a[i] and b[i] belong to the
+    same problem and are resampled together."""
+    if not a or not b or (paired and len(a) != len(b)):
+        return None
+    mean_b = statistics.fmean(b)
+    if mean_b <= 0:
+        return None
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        if paired:
+            idx = [rng.randrange(len(a)) for _ in a]
+            num, den = sum(a[i] for i in idx), sum(b[i] for i in idx)
+        else:
+            num = sum(rng.choice(a) for _ in a) / len(a) * len(b)
+            den = sum(rng.choice(b) for _ in b)
+        if den > 0:
+            ratios.append(num / den)
+    return {"ratio": round(statistics.fmean(a) / mean_b, 4), "ci95": [round(percentile(ratios, 2.5), 4),
+                                                                      round(percentile(ratios, 97.5), 4)],
+            "resamples": resamples, "paired": paired}
+
+
+def _r(x: float) -> float:
+    return round(x, 6)

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import click
-
 from .errors import LrlError
 from .types import GenerationSettings, Problem, sha256_text
 
@@ -126,10 +124,10 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
     }
 
 
-# --- command --------------------------------------------------------------------------------------
+# --- sources --------------------------------------------------------------------------------------
 
 
-def _sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None):
+def parity_sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None):
     """(HF model dir, adapter, GGUF files) for a run directory or a model directory."""
     from .export import MANIFEST, _resolve_source
     from .results import read_json
@@ -144,78 +142,3 @@ def _sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None):
         files = read_json(manifest).get("files", {})
         ggufs = tuple(export_dir / f["path"] for f in files.values() if f.get("kind") == "model")
     return model_dir, adapter, ggufs
-
-
-@click.command("parity")
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gguf", "ggufs", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="GGUF file to compare with transformers; repeat for several (default: the export's).")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="LoRA adapter for the transformers side (default for a run directory: its adapter/).")
-@click.option("--task", "task_name", default="meeting-rooms", show_default=True)
-@click.option("--preset", default="balanced", show_default=True)
-@click.option("--split", default="test", show_default=True)
-@click.option("-n", "n", type=int, default=200, show_default=True, help="Number of problems.")
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
-@click.option("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the parity report (JSON) here.")
-@click.pass_obj
-def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | None, task_name: str,
-                   preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
-                   out_file: Path | None) -> None:
-    """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
-    texts, accuracy and an exact McNemar test.
-
-    SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
-    Prompts are the task's student prompts without a strategy and without a chat template: the
-    same text for every engine, which is what parity needs."""
-    from rich.table import Table
-
-    from .report import print_tables
-    from .types import ModelSpec
-
-    if n < 1:
-        raise LrlError(f"-n must be a positive number of problems, got {n}")
-    if max_new_tokens < 1:
-        raise LrlError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if threads is not None and threads < 1:
-        raise LrlError(f"--threads must be a positive number of threads, got {threads}")
-    if out_file is not None:
-        from .results import check_writable
-
-        check_writable(out_file)  # refused now, not after the measurement
-    model_dir, adapter, ggufs = _sources(source, ggufs, adapter)
-    task = obj.task(task_name)
-    problems = task.problems(preset, split, n=n)
-    prompts = [task.student_prompt(p, None) for p in problems]
-    registry = obj.registry
-    options = {"n_threads": threads} if threads else {}
-    backends = {}
-    try:
-        backends["transformers"] = registry.get("backend", "transformers").factory(
-            model=ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None), options={})
-        for gguf in ggufs:
-            backends[gguf.stem] = registry.get("backend", "llamacpp").factory(
-                model=ModelSpec(path=str(gguf)), options=dict(options))
-        settings = GenerationSettings(max_new_tokens=max_new_tokens)
-        report = check_parity(backends, prompts, problems, task, settings)
-    finally:
-        for backend in backends.values():
-            backend.close()
-    if out_file:
-        from .results import write_json
-
-        write_json(out_file, report)
-    table = Table(title=f"Parity on {len(problems)} {preset}/{split} problems (reference: transformers)")
-    columns = ("backend", "accuracy", "unparsed", "answers agree", "texts identical", "McNemar p", "time s")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "backend" else "right")
-    for name, block in report["backends"].items():
-        cmp = report["comparisons"].get(name)
-        table.add_row(name, f"{block['accuracy']:.1%}", str(block["unparsed"]),
-                      f"{cmp['answer_agreement']:.1%}" if cmp else "-",
-                      f"{cmp['text_agreement']:.1%}" if cmp else "-",
-                      f"{cmp['mcnemar_p']:.3g}" if cmp else "-", f"{block['elapsed_s']:.1f}")
-    print_tables([table])

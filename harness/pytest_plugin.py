@@ -53,8 +53,7 @@ class AccuracyResult:
     def lower_bound(self, metric: str = "accuracy", alpha: float | None = None) -> float:
         """One-sided ``1 - alpha`` lower bound: Wilson for accuracy; for balanced accuracy, the mean of
         per-label Wilson bounds at ``alpha / labels`` (conservative)."""
-        from .check import balanced_accuracy_bounds
-        from .metrics import wilson_lower_one_sided
+        from .metrics import balanced_accuracy_bounds, wilson_lower_one_sided
 
         alpha = self.alpha if alpha is None else alpha
         if metric == "accuracy":

@@ -8,13 +8,12 @@ and its Wilson 95% interval: an accuracy alone says little on a split where one 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-
-from .results import STAGE_LABELS, STAGES, atomic_write_text, check_writable, load_results
+from .results import STAGE_LABELS, STAGES, atomic_write_text
+from .tables import TableData
+from .tables import print_tables as print_tables  # re-exported: bench imports it from here
 
 ACCURACY_COLUMNS = ("accuracy", "balanced acc.", "majority baseline", "unparsed", "truncated", "95% CI", "n")
 SPEED_COLUMNS = ("backend", "latency mean ms", "p50 ms", "p95 ms", "TTFT mean ms", "TTFT p50 ms",
@@ -26,43 +25,6 @@ EXPLANATION = (
     "Unparsed: responses with no clear verdict; they count as wrong. "
     "95% CI: Wilson interval of the accuracy."
 )
-
-
-@dataclass
-class TableData:
-    """One table, rendered three ways (terminal, Markdown, HTML) from the same cells."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: list[list[str]]
-    text_columns: int = 2  # left-aligned; the rest are figures, right-aligned
-
-    def rich(self):
-        from rich.table import Table
-
-        table = Table(title=self.title)
-        for i, col in enumerate(self.columns):
-            text = i < self.text_columns
-            table.add_column(col, justify="left" if text else "right", no_wrap=text)
-        for row in self.rows:
-            table.add_row(*row)
-        return table
-
-    def markdown(self) -> str:
-        rule = ("---" if i < self.text_columns else "---:" for i in range(len(self.columns)))
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "|".join(rule) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        def cls(i: int) -> str:
-            return ' class="t"' if i < self.text_columns else ""
-
-        head = "".join(f"<th{cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(self.columns))
-        body = "".join("<tr>" + "".join(f"<td{cls(i)}>{html.escape(cell)}</td>" for i, cell in enumerate(row))
-                       + "</tr>\n" for row in self.rows)
-        return (f"<h3>{html.escape(self.title)}</h3>\n<table>\n<thead><tr>{head}</tr></thead>\n"
-                f"<tbody>\n{body}</tbody>\n</table>\n")
 
 
 # --- what the tables hold ---------------------------------------------------------------------
@@ -250,27 +212,6 @@ def _num(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def print_tables(tables, console=None) -> None:
-    """Print rich tables (or TableData) without cutting figures short: where the output is not a
-    terminal (a CI log, a pipe), a table wider than the console gets the width it needs."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    console = console or Console()
-    for table in tables:
-        table = table.rich() if isinstance(table, TableData) else table
-        needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
-        if console.is_terminal or needed <= console.width:
-            console.print(table)
-            continue
-        width = console.width
-        console.width = needed
-        try:
-            console.print(table)
-        finally:
-            console.width = width
-
-
 def summary_table(results: dict):
     """The stage table as a rich Table: stage, who, accuracy, balanced acc., majority baseline,
     unparsed, 95% CI, n."""
@@ -308,14 +249,29 @@ def all_tables(results: dict) -> list[TableData]:
 # --- plots ------------------------------------------------------------------------------------
 
 
+def _bar_figure(groups: int):
+    """A figure wide enough for ``groups`` groups of bars, and its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.7 * groups + 2), 4.8), dpi=110)
+    return fig, fig.add_subplot()
+
+
+def _save_bar_figure(fig, ax, title: str, path: Path) -> None:
+    """The title, a horizontal grid behind the bars and the legend below them; then the PNG file."""
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict]) -> None:
     """Grouped bars: accuracy with its Wilson 95% interval, balanced accuracy beside it, and each
     group's majority baseline as a dashed line across the group."""
-    from matplotlib.figure import Figure
-
     width = 0.38
-    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
-    ax = fig.add_subplot()
+    fig, ax = _bar_figure(len(names))
     for i, block in enumerate(blocks):
         acc, bal = block["accuracy"], block["balanced_accuracy"]
         lo, hi = block.get("ci95") or (acc, acc)
@@ -334,24 +290,16 @@ def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict])
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("fraction of problems")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save_bar_figure(fig, ax, title, path)
 
 
 def _latency_plot(path: Path, title: str, backends: dict) -> None:
     """Mean, median and 95th-percentile latency per problem, by backend (milliseconds)."""
-    from matplotlib.figure import Figure
-
     names = list(backends)
     series = (("mean_s", "mean", "#4878a8"), ("p50_s", "median", "#80a8d0"),
               ("p95_s", "95th percentile", "#e0a040"))
     width = 0.26
-    fig = Figure(figsize=(max(6.0, 1.7 * len(names) + 2), 4.8), dpi=110)
-    ax = fig.add_subplot()
+    fig, ax = _bar_figure(len(names))
     top = 0.0
     for j, (key, label, color) in enumerate(series):
         values = [((backends[n].get("latency") or {}).get(key) or 0.0) * 1000 for n in names]
@@ -367,12 +315,7 @@ def _latency_plot(path: Path, title: str, backends: dict) -> None:
     ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylim(0, top * 1.15 or 1.0)
     ax.set_ylabel("latency per problem (ms)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    _save_bar_figure(fig, ax, title, path)
 
 
 def _loss_plot(path: Path, title: str, training: dict) -> None:
@@ -560,20 +503,3 @@ img {{ max-width: 100%; }}
 """
     atomic_write_text(paths["html"], page)
     return {**paths, **plots}
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("report")
-@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.md, report.html and the PNG plots.")
-def report_command(results_file, out_dir):
-    """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
-    results = load_results(results_file)
-    check_writable(out_dir, folder=True)
-    print_tables(all_tables(results))
-    click.echo(EXPLANATION)
-    for name, path in write_report(results, out_dir).items():
-        click.echo(f"wrote {name}: {path}")

@@ -1,9 +1,11 @@
-"""Shared fixtures. Tests build their models into one cache folder per machine (set
-LRL_HARNESS_CACHE to choose it; tox does), never into the user's own cache."""
+"""Shared fixtures and helpers: test modules take what they share from here, never from each other.
+Tests build their models into one cache folder per machine (set LRL_HARNESS_CACHE to choose it; tox
+does), never into the user's own cache."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,3 +81,50 @@ def unwritable(tmp_path):
         yield Path("/sys/lrl-harness-unwritable")
     finally:
         folder.chmod(0o755)
+
+
+@pytest.fixture(scope="session")
+def task():
+    """The meeting-rooms task."""
+    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
+
+    return MeetingRoomsTask()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """(tiny student directory, folder with its f32/q8_0/q4_k_m GGUFs), exported once per session."""
+    from lrl_harness.export import export_model
+    from lrl_harness.paths import cache_dir
+    from lrl_harness_plugins.tiny_student import build_tiny_student
+    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
+
+    model = build_tiny_student(cache_dir(), MeetingRoomsTask(), seed=0)
+    out = tmp_path_factory.getbasetemp() / "tiny-export"
+    export_model(model, out)
+    return model, out
+
+
+_PROBLEM = re.compile(r"Meetings: (?P<meetings>.+)\nAvailable rooms: (?P<rooms>\d+)")
+
+
+def solve_like_a_teacher(task, prompt: str) -> str:
+    """Answers a solve prompt with the task's worked solution, anything else with a short note."""
+    m = _PROBLEM.search(prompt)
+    if not m:
+        return "Journal: the sweep line with ends before starts settles every case."
+    problem = task.parse_description(f"{m['meetings']} | {m['rooms']} rooms")
+    return "Counting the overlaps.\n" + task.worked_solution(problem)
+
+
+@pytest.fixture
+def anthropic_server(monkeypatch, task):
+    """``fake_anthropic.FakeAnthropic`` on 127.0.0.1, answering like a teacher (``solve_like_a_teacher``),
+    with its key in ANTHROPIC_API_KEY and no ANTHROPIC_BASE_URL."""
+    from fake_anthropic import FakeAnthropic
+
+    key = "test-key"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    with FakeAnthropic(lambda prompt: solve_like_a_teacher(task, prompt), api_key=key) as server:
+        yield server

@@ -6,32 +6,24 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_anthropic import FakeAnthropic
 from lrl_harness.cli import main
-from test_anthropic_teacher import KEY, solve_like_a_teacher
+
+pytestmark = pytest.mark.slow  # a whole run, LoRA training included
 
 SMALL = ["--test-n", "12", "--train-n", "20", "--transfer-n", "64", "--lora-opt", "max_steps=3",
          "--export", "none", "--quiet"]
-
-
-@pytest.fixture
-def server(monkeypatch, tmp_path):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    with FakeAnthropic(solve_like_a_teacher, api_key=KEY) as fake:
-        yield fake
 
 
 def results_usage(run_dir, stage):
     return json.loads((run_dir / "results.json").read_text())["stages"][stage]["usage"]
 
 
-def test_five_stages_cost_and_replay(server, tmp_path, monkeypatch, capsys):
+def test_five_stages_cost_and_replay(anthropic_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LRL_HARNESS_CACHE", str(tmp_path / "cache"))
-    args = ["run", "--teacher", "anthropic", "--teacher-opt", f"base_url={server.base_url}",
+    args = ["run", "--teacher", "anthropic", "--teacher-opt", f"base_url={anthropic_server.base_url}",
             "--teacher-opt", "model=claude-3-5-haiku-20241022", *SMALL]
     assert main([*args, "--out", str(tmp_path / "first")]) == 0
-    made = len(server.requests)
+    made = len(anthropic_server.requests)
     # 12 test + 20 train solve requests and a journal entry per batch of 10; no distillation (every 5
     # batches), so the lrl stage asks the teacher-baseline prompts again and is served from the cache
     assert made == 12 + 20 + 2
@@ -46,7 +38,7 @@ def test_five_stages_cost_and_replay(server, tmp_path, monkeypatch, capsys):
         assert (tmp_path / "first" / name).exists()
     # a second identical run, into another folder, makes zero requests
     assert main([*args, "--out", str(tmp_path / "second")]) == 0
-    assert len(server.requests) == made
+    assert len(anthropic_server.requests) == made
     second = json.loads((tmp_path / "second" / "results.json").read_text())
     assert second["stages"]["teacher_baseline"]["usage"]["made"] == 0
     assert second["stages"]["teacher_baseline"]["usage"]["cost_usd"] == 0

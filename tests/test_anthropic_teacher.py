@@ -8,7 +8,6 @@ retries, timeouts and error classes are exercised for real.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from fake_anthropic import (
@@ -43,24 +42,12 @@ from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 KEY = "test-key"
 TASK = MeetingRoomsTask()
-_PROBLEM = re.compile(r"Meetings: (?P<meetings>.+)\nAvailable rooms: (?P<rooms>\d+)")
-
-
-def solve_like_a_teacher(prompt: str) -> str:
-    """Answers a solve prompt with the task's worked solution, anything else with a short note."""
-    m = _PROBLEM.search(prompt)
-    if not m:
-        return "Journal: the sweep line with ends before starts settles every case."
-    problem = TASK.parse_description(f"{m['meetings']} | {m['rooms']} rooms")
-    return "Counting the overlaps.\n" + TASK.worked_solution(problem)
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    with FakeAnthropic(solve_like_a_teacher, api_key=KEY) as server:
-        yield server
+def fake(anthropic_server):
+    """The Messages API stand-in of conftest, answering like a teacher."""
+    return anthropic_server
 
 
 def teacher(fake: FakeAnthropic, **options):
@@ -118,7 +105,7 @@ def test_defaults_follow_the_original_sampling_settings(fake):
     assert (t.model, t.temperature, t.max_tokens) == (DEFAULT_MODEL, 0.0, 1024)
     info = t.info()
     assert info["original_model"] == ORIGINAL_MODEL == "claude-3-5-haiku-20241022"
-    assert info["is_language_model"] is True and KEY not in json.dumps(info)
+    assert info["is_language_model"] is True and fake.api_key not in json.dumps(info)
     assert t.cache_identity() == {"teacher": "anthropic", "model": DEFAULT_MODEL, "temperature": 0.0,
                                   "max_tokens": 1024, "system": None}
 

@@ -10,16 +10,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from lrl_harness.check import (
+from lrl_harness.check import check, check_files
+from lrl_harness.cli import main
+from lrl_harness.commands import check_command
+from lrl_harness.errors import LrlError
+from lrl_harness.metrics import (
     balanced_accuracy_bounds,
-    check,
-    check_command,
-    check_files,
+    mcnemar_one_sided,
+    score_stage,
     stratified_mcnemar_one_sided,
 )
-from lrl_harness.cli import main
-from lrl_harness.errors import LrlError
-from lrl_harness.metrics import mcnemar_one_sided, score_stage
 from lrl_harness.results import new_results, write_json
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 

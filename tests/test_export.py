@@ -15,13 +15,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
-
-from lrl_harness.cli import main  # noqa: E402
-from lrl_harness.converter import ConversionError, _extract, get_converter  # noqa: E402
-from lrl_harness.errors import LrlError  # noqa: E402
-from lrl_harness.export import (  # noqa: E402
+from lrl_harness.cli import main
+from lrl_harness.converter import ConversionError, _extract, get_converter
+from lrl_harness.errors import LrlError
+from lrl_harness.export import (
     MANIFEST,
     GGUFError,
     export_model,
@@ -29,30 +26,8 @@ from lrl_harness.export import (  # noqa: E402
     sha256_file,
     validate_gguf,
 )
-from lrl_harness.paths import cache_dir  # noqa: E402
 
-
-def tiny_student_dir() -> Path:
-    from lrl_harness_plugins.tiny_student import build_tiny_student
-    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
-
-    return build_tiny_student(cache_dir(), MeetingRoomsTask(), seed=0)
-
-
-def tiny_export(tmp_path_factory) -> tuple[Path, Path]:
-    """(tiny student directory, folder with its f32/q8_0/q4_k_m GGUFs), exported once per session.
-
-    Other test files import this, so the export is shared by the whole run."""
-    model = tiny_student_dir()
-    out = tmp_path_factory.getbasetemp() / "tiny-export"
-    if not (out / MANIFEST).is_file():
-        export_model(model, out)
-    return model, out
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
+pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
 
 
 def test_export_writes_three_quantisations_with_hashes(exported):

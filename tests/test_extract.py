@@ -4,15 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 from lrl_harness_tasks.meeting_rooms.extract import Verdict, extract_verdict
 
 LABELLED = Path(__file__).parent / "data" / "labelled_responses.jsonl"
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 @pytest.mark.parametrize("text,expected", [

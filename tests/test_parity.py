@@ -10,26 +10,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from lrl_harness.cli import main
+from lrl_harness.errors import LrlError
+from lrl_harness.metrics import mcnemar_exact
+from lrl_harness.parity import TokenMismatchError, check_parity, first_difference
+from lrl_harness.types import GenerationSettings, ModelSpec
+from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
+from lrl_harness_plugins.transformers_backend import TransformersBackend
+from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
 
-from lrl_harness.cli import main  # noqa: E402
-from lrl_harness.errors import LrlError  # noqa: E402
-from lrl_harness.metrics import mcnemar_exact  # noqa: E402
-from lrl_harness.parity import TokenMismatchError, check_parity, first_difference  # noqa: E402
-from lrl_harness.types import GenerationSettings, ModelSpec  # noqa: E402
-from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend  # noqa: E402
-from lrl_harness_plugins.transformers_backend import TransformersBackend  # noqa: E402
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask  # noqa: E402
-from test_export import tiny_export  # noqa: E402
-
 TASK = MeetingRoomsTask()
 SETTINGS = GenerationSettings(max_new_tokens=24)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from lrl_harness.cli import main
 from lrl_harness.metrics import score_stage
-from lrl_harness.report import all_tables, describe_who, print_tables, summary_table, write_report
+from lrl_harness.report import all_tables, describe_who, summary_table, write_report
 from lrl_harness.results import new_results, write_json
+from lrl_harness.tables import print_tables
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 from rich.console import Console
 

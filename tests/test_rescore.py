@@ -6,14 +6,8 @@ from pathlib import Path
 import pytest
 from lrl_harness.cli import main
 from lrl_harness.rescore import looks_truncated, rescore, split_original
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 PUBLISHED = Path(__file__).parent / "data" / "original_results_trimmed.json"
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 @pytest.fixture(scope="module")

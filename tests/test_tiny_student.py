@@ -15,14 +15,8 @@ from lrl_harness_plugins.tiny_student import (
     build_tiny_student,
     leftmost_pieces,
 )
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,9 @@ from lrl_harness.training import (
 from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.tiny_student import TINY_LORA, build_tiny_student
 from lrl_harness_plugins.transformers_backend import transformers_backend
-from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64}
 FAST = {**TINY_LORA, "r": 4, "alpha": 8, "batch_size": 8, "max_steps": 24, "lr": 1e-2}
-
-
-@pytest.fixture(scope="module")
-def task():
-    return MeetingRoomsTask()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +40,7 @@ def trained(model_dir, examples, tmp_path_factory):
     return out, report, calls
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_reports_itself(trained, examples):
     out, report, calls = trained
     curve = report["loss_curve"]
@@ -57,6 +52,7 @@ def test_training_lowers_the_loss_and_reports_itself(trained, examples):
     assert report["final_loss"] == pytest.approx(calls[-1][2], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_adapter_is_saved_with_tokenizer_and_hash(trained):
     out, report, _ = trained
     names = {p.name for p in out.iterdir()}
@@ -66,6 +62,7 @@ def test_adapter_is_saved_with_tokenizer_and_hash(trained):
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(trained, model_dir, examples, tmp_path):
     out, report, _ = trained
     again = train_lora(str(model_dir), examples, out.parent / "adapter-again", {**FAST, "max_steps": 24}, seed=7)
@@ -84,6 +81,7 @@ def test_loss_covers_only_the_target(model_dir, task, examples):
     assert tokenizer.decode(ids[start:-1]) == example["target"]
 
 
+@pytest.mark.slow
 def test_merged_model_generates_like_base_plus_adapter(trained, model_dir, task, tmp_path):
     out, _, _ = trained
     merged = merge_adapter(str(model_dir), out, tmp_path / "merged")
