@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import LrlError
-from .types import GenerationSettings, Problem, sha256_text
+from .types import Completion, GenerationSettings, Problem, sha256_text
 
 
 class TokenMismatchError(LrlError):
@@ -55,8 +55,13 @@ def check_prompt_tokens(backends: dict, prompts: Sequence[str], problems: Sequen
 
 def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Problem], task,
                  settings: GenerationSettings | None = None, *, reference: str | None = None,
-                 progress: Callable[[str, int], None] | None = None, examples: int = 3) -> dict:
-    """Compare every backend with ``reference`` (default: the first) on the same rendered prompts."""
+                 progress: Callable[[str, int], None] | None = None, examples: int = 3,
+                 answered: dict[str, list[Completion]] | None = None) -> dict:
+    """Compare every backend with ``reference`` (default: the first) on the same rendered prompts.
+
+    ``answered`` holds completions a backend already gave for exactly these prompts and settings
+    (the pipeline's lora stage ran the reference model just before): they are used instead of
+    generating again, and the report says so. The backend is still loaded, for the token check."""
     from .metrics import paired_comparison, score_block
 
     if not backends:
@@ -73,7 +78,10 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
     for name, backend in backends.items():
         started = time.perf_counter()
         done = (lambda n, _name=name: progress(_name, n)) if progress else None
-        completions = backend.generate(list(prompts), settings, progress=done)
+        reused = name in (answered or {})
+        completions = answered[name] if reused else backend.generate(list(prompts), settings, progress=done)
+        if reused and done:
+            done(len(prompts))
         elapsed = time.perf_counter() - started
         records = []
         for problem, completion in zip(problems, completions, strict=True):
@@ -93,6 +101,9 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
             "prompt_tokens_checked": checked[name],
             "info": backend.info(),
         }
+        if reused:
+            report[name]["answers_from"] = "the run's lora stage (same model, prompts and settings)"
+            report[name]["elapsed_s"] = None
     comparisons = {}
     for name in backends:
         if name == reference:

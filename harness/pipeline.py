@@ -777,6 +777,22 @@ class Pipeline:
         info["merged_sha256"] = file_tree_sha256(merged)
         return info
 
+    def _lora_answers(self, prompts: list[str], settings: GenerationSettings) -> dict[str, list[Completion]]:
+        """The lora stage's answers as the transformers reference of parity, when that stage ran the
+        merged model on transformers with these very prompts and settings; else nothing."""
+        block = self.results["stages"].get("lora") or {}
+        who, records = block.get("who") or {}, block.get("results") or []
+        same = (who.get("backend") == "transformers" and who.get("adapter_mode") == "merged"
+                and not self.config.backend_options and who.get("settings") == settings.to_dict()
+                and [r.get("prompt_sha256") for r in records] == [sha256_text(p) for p in prompts])
+        if not same:
+            return {}
+        return {"transformers": [Completion(r["response"], prompt_tokens=r.get("prompt_tokens") or 0,
+                                            completion_tokens=r.get("completion_tokens") or 0,
+                                            latency_s=r.get("latency_s") or 0.0,
+                                            meta={"finish_reason": r.get("finish_reason")})
+                                 for r in records]}
+
     def _parity(self) -> dict:
         """The trained student on transformers against each exported GGUF on llama.cpp, on the test
         split with the lora stage's prompts: token ids, answers, texts, and McNemar."""
@@ -802,7 +818,8 @@ class Pipeline:
                     advance(done - seen.get(name, 0), note=name)
                     seen[name] = done
 
-                report = check_parity(backends, prompts, problems, self.task, settings, progress=on_progress)
+                report = check_parity(backends, prompts, problems, self.task, settings, progress=on_progress,
+                                      answered=self._lora_answers(prompts, settings))
         finally:
             for backend in backends.values():
                 backend.close()

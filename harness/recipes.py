@@ -44,13 +44,13 @@ RECIPES = {
         name="small",
         description="for small pretrained instruct students: a worked scan (the meetings running at each "
                     "start, counted) as target, no strategy in the prompt once it is learned, loss on the "
-                    "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, batch 8",
+                    "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, 150 steps of batch 8 (4 x 2 accumulated)",
         transfer_format="scan",
-        transfer_examples=960,
+        transfer_examples=1200,
         strategy_in_prompt=False,
         lora={**DEFAULT_SETTINGS, "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear",
-              "lr": 1e-3, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05, "schedule": "cosine",
-              "epochs": 1, "max_steps": 120},
+              "lr": 1e-3, "batch_size": 4, "grad_accum": 2, "warmup_ratio": 0.05, "schedule": "cosine",
+              "epochs": 1, "max_steps": 150},
     ),
 }
 

@@ -29,10 +29,11 @@ class StandInBackend:
 
     def __init__(self, name, model, options):
         self.name, self.model, self.options = name, model, options
-        self.prompts, self.closed = [], False
+        self.prompts, self.calls, self.closed = [], [], False
         LOADED.append(self)
 
     def generate(self, prompts, settings, progress=None):
+        self.calls.append(len(prompts))
         out = []
         for prompt in prompts:
             self.prompts.append(prompt)
@@ -79,14 +80,16 @@ def task(registry):
 
 def test_parse_target():
     t = parse_target("transformers=runs/x/merged")
-    assert t == ("transformers", "transformers", ModelSpec("runs/x/merged"), {})
+    assert t == ("transformers", "transformers", ModelSpec("runs/x/merged"), {}, 1)
+    assert parse_target("transformers=m,batch=16").batch == 16 and parse_target("transformers=m").batch == 1
     t = parse_target("llamacpp=model-q8_0.gguf,n_threads=2,prefix_cache=false,adapter=lora.gguf")
     assert t.model == ModelSpec("model-q8_0.gguf", adapter="lora.gguf")
     assert t.options == {"n_threads": 2, "prefix_cache": False}
     t = parse_target("local:openai=my-model,base_url=http://127.0.0.1:8000/v1,temperature=0.5")
     assert (t.label, t.backend, t.model.path) == ("local", "openai", "my-model")
     assert t.options == {"base_url": "http://127.0.0.1:8000/v1", "temperature": 0.5}
-    for bad in ("llamacpp", "=x.gguf", "llamacpp=", "llamacpp=x.gguf,n_threads"):
+    for bad in ("llamacpp", "=x.gguf", "llamacpp=", "llamacpp=x.gguf,n_threads", "transformers=m,batch=0",
+                "transformers=m,batch=2.5"):
         with pytest.raises(ConfigError, match="invalid target"):
             parse_target(bad)
 
@@ -135,6 +138,19 @@ def test_run_bench_measures_each_target(registry, task):
     machine = bench["machine"]
     assert machine["cpu"] and machine["cores"] and "torch" in machine["packages"]
     assert machine["threads_used"] == {"transformers": 1, "llamacpp": 1}
+
+
+def test_a_batched_target_sends_n_prompts_per_call(registry, task):
+    problems = task.problems("balanced", "test", n=20)
+    targets = [parse_target("batched:transformers=hf-dir,batch=8"), parse_target("single:transformers=hf-dir")]
+    bench = run_bench(registry, task, problems, targets, warmup=1, isolate=False, order="given")
+    batched, single = (b for b in LOADED)
+    assert batched.calls == [1, 8, 8, 4] and single.calls == [1] * 21  # a warm-up prompt, then the problems
+    entry = bench["backends"]["batched"]
+    assert entry["batch"] == 8 and bench["backends"]["single"]["batch"] == 1
+    assert entry["correct"] == 20 and [r["problem_id"] for r in entry["results"]] == [p.id for p in problems]
+    latencies = [r["latency_s"] for r in entry["results"]]
+    assert latencies[:8] == [latencies[0]] * 8 and latencies[8:16] == [latencies[8]] * 8  # a batch's wall time
 
 
 def test_run_bench_rejects_an_unknown_backend_before_loading(registry, task):
