@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -27,6 +28,10 @@ class UI:
         if self.quiet:
             yield lambda n=1, **_: None
             return
+        if not self.console.is_terminal:  # a file or a CI log: a plain line every so often, no live bar
+            with self._lines(description, total) as advance:
+                yield advance
+            return
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[note]}")]
         with Progress(*columns, console=self.console, transient=False) as progress:
@@ -40,3 +45,30 @@ class UI:
                     progress.update(task_id, advance=n, **kwargs)
 
             yield advance
+
+    LINE_EVERY_S = 30.0
+
+    @contextmanager
+    def _lines(self, description: str, total: int | None):
+        """Progress as plain lines: at the start, every ``LINE_EVERY_S`` seconds, and at the end."""
+        started = time.monotonic()
+        state = {"done": 0, "note": "", "last": started}
+
+        def line(word: str = "") -> None:
+            elapsed = time.monotonic() - started
+            count = f"{state['done']}/{total}" if total else str(state["done"])
+            note = f"  {state['note']}" if state["note"] else ""
+            self.console.print(f"{description}: {count}{word} [{elapsed:.0f} s]{note}", highlight=False,
+                               markup=False)
+            state["last"] = time.monotonic()
+
+        def advance(n: int = 1, note: str | None = None, completed: int | None = None):
+            state["done"] = completed if completed is not None else state["done"] + n
+            if note is not None:
+                state["note"] = note
+            if time.monotonic() - state["last"] >= self.LINE_EVERY_S:
+                line()
+
+        line(" started")
+        yield advance
+        line(" done")
