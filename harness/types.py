@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -96,12 +97,74 @@ class StudentModel:
 
 
 @runtime_checkable
+class Task(Protocol):
+    """A task plugin: its problems, its prompts and how its answers are graded. These are all the
+    members the core uses (``tasks/meeting_rooms`` is the reference implementation)."""
+
+    name: str
+    labels: tuple[str, ...]
+    """The answers a problem can have (``YES``/``NO``): balanced accuracy is the mean recall over them."""
+    prompt_version: str
+    initial_strategy: str
+    reference_strategy: str
+    transfer_formats: tuple[str, ...]
+
+    # problems
+    def splits(self, preset: str) -> dict[str, tuple[int, int]]:
+        """``{split: (size, seed)}`` of a preset."""
+
+    def problems(self, preset: str, split: str, n: int | None = None, seed: int | None = None,
+                 exclude: list[Problem] = ()) -> list[Problem]: ...
+
+    def solve(self, problem: Problem) -> str:
+        """The right answer, computed (never a model's)."""
+
+    def describe(self, problem: Problem) -> str:
+        """The problem as one line, as results files keep it."""
+
+    def parse_description(self, text: str, **fields) -> Problem: ...
+
+    def problem_from_dict(self, d: dict) -> Problem: ...
+
+    def to_json(self, problem: Problem) -> dict: ...
+
+    # prompts
+    def student_prompt(self, problem: Problem, strategy: str | None = None) -> str: ...
+
+    def teacher_prompt(self, problem: Problem, strategy: str | None = None) -> str: ...
+
+    def journal_prompt(self, batch: int, records: list[dict]) -> str: ...
+
+    def distill_prompt(self, journal_tail: str, strategy: str) -> str: ...
+
+    def prompt_hashes(self) -> dict[str, str]: ...
+
+    # grading
+    def extract_answer(self, text: str | None) -> str | None:
+        """The final answer in a model's text, or None when it gives none (counted as unparsed)."""
+
+    def check_solution(self, problem: Problem, text: str) -> bool: ...
+
+    # transfer data
+    def worked_solution(self, problem: Problem, fmt: str) -> str: ...
+
+    def transfer_examples(self, strategy: str | None, fmt: str, n: int, seed: int, preset: str,
+                          exclude: list[Problem] = ()) -> list[dict]:
+        """Training pairs ``{"id", "difficulty", "expected", "data", "prompt", "target"}``."""
+
+
+@runtime_checkable
 class Backend(Protocol):
-    """An inference engine holding one loaded model."""
+    """An inference engine holding one loaded model.
+
+    Optional capabilities, used where present: ``tokenize(text) -> list[int]`` (parity checks the
+    prompt token ids with it), ``agenerate``/``run`` (the openai backend: concurrent requests under
+    load), and a ``progress(done)`` callback accepted by ``generate``."""
 
     name: str
 
-    def generate(self, prompts: list[str], settings: GenerationSettings) -> list[Completion]:
+    def generate(self, prompts: list[str], settings: GenerationSettings,
+                 progress: Callable[[int], None] | None = None) -> list[Completion]:
         """Complete each already-rendered prompt (no template is applied here)."""
 
     def info(self) -> dict[str, Any]:

@@ -85,3 +85,21 @@ def test_plugins_command_json(capsys):
     kinds = {(p["kind"], p["name"]) for p in data["plugins"]}
     assert ("task", "meeting-rooms") in kinds and ("teacher", "solver") in kinds
     assert all({"module", "distribution"} <= set(p) for p in data["plugins"])
+
+
+def test_the_public_api_resolves_and_the_task_meets_its_contract():
+    import inspect
+
+    import lrl_harness
+    from lrl_harness import Backend, Task
+    from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
+
+    for name in lrl_harness.__all__:
+        assert getattr(lrl_harness, name) is not None
+    task = MeetingRoomsTask()
+    assert isinstance(task, Task)
+    members = [n for n, _ in inspect.getmembers(Task) if not n.startswith("_")]
+    members += list(Task.__annotations__)
+    missing = [n for n in members if not hasattr(task, n)]
+    assert not missing, f"the meeting-rooms task lacks {missing}"
+    assert "progress" in inspect.signature(Backend.generate).parameters
