@@ -44,7 +44,8 @@ RECIPES = {
         name="small",
         description="for small pretrained instruct students: a worked scan (the meetings running at each "
                     "start, counted) as target, no strategy in the prompt once it is learned, loss on the "
-                    "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, 150 steps of batch 8 (4 x 2 accumulated)",
+                    "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, "
+                    "150 steps of batch 8 (4 x 2 accumulated)",
         transfer_format="scan",
         transfer_examples=1200,
         strategy_in_prompt=False,
