@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def _import_stack():
     except ImportError as exc:
         raise BackendUnavailableError(
             f"training needs transformers and peft ({exc.name} is missing): pip install transformers peft") from None
+    # peft asks transformers a deprecated question on every get_peft_model; the answer is right, the
+    # warning is noise in every training log
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
     return torch, transformers, peft
 
 
