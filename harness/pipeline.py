@@ -764,8 +764,8 @@ class Pipeline:
         from .training import merge_adapter
 
         merged = self.out / "merged"
-        with _status(self.ui, "merging the adapter into the student"):
-            if not (merged / "config.json").exists():
+        if not (merged / "config.json").exists():  # the lora stage merged it already, unless it was skipped
+            with _status(self.ui, "merging the adapter into the student"):
                 merge_adapter(self.student.path, self.out / "adapter", merged)
         with _status(self.ui, f"writing GGUF {', '.join(self.config.export)}"):
             info = export_model(merged, self.out / "export", quants=tuple(self.config.export),
