@@ -810,8 +810,11 @@ class Pipeline:
                 model=ModelSpec(path=merged), options={})
             for entry in self.results["export"]["files"].values():
                 if entry.get("kind", "model") == "model":
+                    # nothing else runs in this process now: every usable core (llama.cpp's own default
+                    # is half of them, for machines where other work competes)
                     backends[f"llamacpp:{entry['quant']}"] = self.registry.get("backend", "llamacpp").factory(
-                        model=ModelSpec(path=str(self.out / entry["path"]), tokenizer=merged), options={})
+                        model=ModelSpec(path=str(self.out / entry["path"]), tokenizer=merged),
+                        options={"n_threads": machine.usable_cores() or 1})
             seen: dict[str, int] = {}
             with self.ui.task("parity (transformers vs GGUF)", len(backends) * len(problems)) as advance:
                 def on_progress(name: str, done: int) -> None:  # ``done`` counts prompts so far
