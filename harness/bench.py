@@ -222,7 +222,7 @@ def with_threads(targets: Sequence[Target], threads: Sequence[int] | None) -> li
             if option and option not in options:
                 options[option] = n
             label = f"{t.label}@{n}t" if len(threads) > 1 else t.label
-            out.append(Target(label, t.backend, t.model, options | {"_threads": n}))
+            out.append(t._replace(label=label, options=options | {"_threads": n}))
     return out
 
 

@@ -329,9 +329,8 @@ def _loss_plot(path: Path, title: str, training: dict) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss per answer token (log scale)")
-    ax.annotate(f"{losses[0]:.3f}", (steps[0], losses[0]), textcoords="offset points", xytext=(6, 0), fontsize=8)
-    ax.annotate(f"{losses[-1]:.3f}", (steps[-1], losses[-1]), textcoords="offset points", xytext=(-30, 8),
-                fontsize=8)
+    ax.text(0.98, 0.95, f"first logged {losses[0]:.3f}, last {losses[-1]:.3f}", transform=ax.transAxes,
+            ha="right", va="top", fontsize=8, bbox={"facecolor": "white", "edgecolor": "#cccccc"})
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -350,7 +349,10 @@ def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
     training = results.get("training") if isinstance(results.get("training"), dict) else {}
     if training.get("loss_curve"):
         plots["loss_curve"] = out_dir / "loss_curve.png"
-        _loss_plot(plots["loss_curve"], _title("LoRA training loss", results, "\n"), training)
+        what = [f"{training.get('examples')} examples", f"{training.get('steps')} steps"]
+        recipe = ((results.get("stages") or {}).get("lora") or {}).get("recipe")
+        what += [f"recipe {recipe}"] if recipe else []
+        _loss_plot(plots["loss_curve"], f"LoRA training loss\n({', '.join(what)})", training)
     backends = _backends(results)
     if backends:
         bench = results.get("benchmarks") or {}

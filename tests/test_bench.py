@@ -143,7 +143,7 @@ def test_run_bench_measures_each_target(registry, task):
 def test_a_batched_target_sends_n_prompts_per_call(registry, task):
     problems = task.problems("balanced", "test", n=20)
     targets = [parse_target("batched:transformers=hf-dir,batch=8"), parse_target("single:transformers=hf-dir")]
-    bench = run_bench(registry, task, problems, targets, warmup=1, isolate=False, order="given")
+    bench = run_bench(registry, task, problems, targets, warmup=1, isolate=False, order="given", threads=[2])
     batched, single = (b for b in LOADED)
     assert batched.calls == [1, 8, 8, 4] and single.calls == [1] * 21  # a warm-up prompt, then the problems
     entry = bench["backends"]["batched"]
