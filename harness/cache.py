@@ -24,28 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .errors import CacheMissError, LrlError
+from .errors import CacheMissError, LrlError, TeacherError
 from .paths import cache_dir
 from .results import atomic_write_text
 from .types import Completion, TeacherRequest, sha256_text
 
 ENTRY_SCHEMA = "lrl-harness/teacher-cache"
 ENTRY_VERSION = 1
-
-
-class TeacherError(LrlError):
-    """A teacher failed for good (retries exhausted, bad key, broken response).
-
-    ``completed`` maps the index of each request of the failed ``complete()`` call that was
-    answered before the failure to its completion, so a cache can keep them. The work failed, not
-    the input: exit status 1.
-    """
-
-    exit_code = 1
-
-    def __init__(self, message: str, completed: dict[int, Completion] | None = None):
-        super().__init__(message)
-        self.completed = dict(completed or {})
 
 
 def default_cache_root() -> Path:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
-from .errors import BackendUnavailableError, LrlError
+from .errors import BackendUnavailableError, ConversionError
 from .paths import cache_dir
 
 SDIST_ENV = "LRL_HARNESS_LLAMACPP_SDIST"
@@ -30,12 +30,6 @@ _VENDOR = PurePosixPath("vendor/llama.cpp")
 _FILES = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "LICENSE")
 _FOLDERS = ("conversion", "gguf-py/gguf")
 HF_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
-
-
-class ConversionError(LrlError):
-    """The converter could not be obtained or failed on a model (the work failed: exit status 1)."""
-
-    exit_code = 1
 
 
 def llama_cpp_version() -> str:

@@ -4,6 +4,10 @@ stderr: exit status 2 for bad input (``LrlError``), 1 for work that failed (``Wo
 from __future__ import annotations
 
 import errno
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import Completion
 
 
 class LrlError(Exception):
@@ -44,6 +48,44 @@ class CacheMissError(LrlError):
 
 class RunLockedError(LrlError):
     """Another ``lrl run`` holds the output folder."""
+
+
+class TeacherError(LrlError):
+    """A teacher failed for good (retries exhausted, bad key, broken response).
+
+    ``completed`` maps the index of each request of the failed ``complete()`` call that was
+    answered before the failure to its completion, so a cache can keep them. The work failed, not
+    the input: exit status 1.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, completed: dict[int, Completion] | None = None):
+        super().__init__(message)
+        self.completed = dict(completed or {})
+
+
+class ConversionError(LrlError):
+    """The converter could not be obtained or failed on a model (the work failed: exit status 1)."""
+
+    exit_code = 1
+
+
+class GGUFError(LrlError):
+    """A file that should be a loadable GGUF is not."""
+
+
+class TokenMismatchError(LrlError):
+    """Two backends feed different token ids for the same prompt."""
+
+
+class ServerError(LrlError):
+    """The server answered with an error (``status``), or not at all (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
 
 
 # A path the user chose that cannot be used is bad input; anything else the disk does is a failure.

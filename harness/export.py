@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import LrlError
+from .errors import GGUFError, LrlError
 
 QUANT_FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
 """Export names -> llama.cpp ``llama_ftype`` (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_K_M)."""
@@ -25,10 +25,6 @@ CONVERTED = ("f32", "f16")
 DEFAULT_QUANTS = ("f32", "q8_0", "q4_k_m")
 ADAPTER_MODES = ("merge", "gguf")
 MANIFEST = "export.json"
-
-
-class GGUFError(LrlError):
-    """A file that should be a loadable GGUF is not."""
 
 
 def export_model(model_dir: Path, out_dir: Path, quants: Sequence[str] = DEFAULT_QUANTS,

@@ -11,12 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import LrlError
+from .errors import LrlError, TokenMismatchError
 from .types import Completion, GenerationSettings, Problem, sha256_text
-
-
-class TokenMismatchError(LrlError):
-    """Two backends feed different token ids for the same prompt."""
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from lrl_harness import hookimpl
 from lrl_harness.config import parse_flag
-from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
+from lrl_harness.errors import BackendUnavailableError, ConfigError, ServerError
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -43,15 +43,6 @@ _OPTIONS = {"base_url", "api_key", "model", "api", "timeout_s", "max_retries", "
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _SDK_FIELDS = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "n", "stream",
                "stream_options", "stop", "seed"}
-
-
-class ServerError(LrlError):
-    """The server answered with an error (``status``), or not at all (``status`` None)."""
-
-    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
 
 def _option_error(option: str, accepts: str, value: Any) -> ConfigError:
