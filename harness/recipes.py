@@ -51,7 +51,7 @@ RECIPES = {
         strategy_in_prompt=False,
         lora={**DEFAULT_SETTINGS, "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear",
               "lr": 1e-3, "batch_size": 4, "grad_accum": 2, "warmup_ratio": 0.05, "schedule": "cosine",
-              "epochs": 1, "max_steps": 150},
+              "epochs": 1, "max_steps": 150, "answer_logits_only": True},
     ),
 }
 

@@ -42,6 +42,9 @@ DEFAULT_SETTINGS = {
     "max_grad_norm": 1.0,
     "device": "auto",
     "dtype": "auto",
+    # logits only from the first answer token on (the same loss, less time and memory with a large
+    # vocabulary; other matmul shapes, so not bit-identical to full logits)
+    "answer_logits_only": False,
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -60,6 +63,8 @@ def resolve_settings(settings: dict | None) -> dict:
     for key in ("r", "batch_size", "grad_accum"):
         if not isinstance(s[key], int) or s[key] < 1:
             raise ConfigError(f"LoRA setting {key} must be a positive integer, got {s[key]!r}")
+    if not isinstance(s["answer_logits_only"], bool):
+        raise ConfigError(f"LoRA setting answer_logits_only must be true or false, got {s['answer_logits_only']!r}")
     if s["max_steps"] is None and not (isinstance(s["epochs"], (int, float)) and s["epochs"] > 0):
         raise ConfigError(f"LoRA setting epochs must be positive, got {s['epochs']!r}")
     if s["max_steps"] is not None and (not isinstance(s["max_steps"], int) or s["max_steps"] < 1):
@@ -313,7 +318,8 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda") and dtype != torch.float32
                 else torch.autocast("cpu", enabled=False))
     batches_stream = _micro_batches(torch, encoded, micro, seed)
-    partial_logits = "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters
+    partial_logits = (s["answer_logits_only"]
+                      and "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters)
     log_every = max(1, total // 50)
     curve, window, final_loss = [], [], float("nan")
     first, elapsed_before, started = 0, 0.0, time.perf_counter()

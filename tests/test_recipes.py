@@ -26,6 +26,13 @@ def test_every_recipe_has_valid_lora_settings_and_a_known_format(name):
     assert recipe.to_dict()["name"] == name and recipe.description
 
 
+def test_answer_logits_only_is_a_checked_switch_on_for_small_only():
+    assert get_recipe("small").lora["answer_logits_only"] is True
+    assert get_recipe("seed").lora["answer_logits_only"] is False
+    with pytest.raises(ConfigError, match="answer_logits_only must be true or false"):
+        resolve_settings({"answer_logits_only": "yes"})
+
+
 def test_applying_a_recipe_replaces_the_students_training_choices():
     student = StudentModel(name="s", path="p", transfer_format="trace", transfer_examples=7, strategy_in_prompt=False,
                            lora={"r": 2}, info={"model": "p"})
