@@ -33,9 +33,15 @@ def args_for(out: Path) -> list[str]:
     return [*ARGS[0](out, steps=STEPS), "--test-n", "120"]
 
 
+def _default_sigint() -> None:
+    # A process started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: the run would never see the test's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", CODE, *args_for(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def finish(out: Path) -> tuple[int, float, str]:
