@@ -14,29 +14,24 @@ PROJECT = "lrl_harness"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 """Decorator for plugin hook implementations: ``@hookimpl def register_backends(register): ...``"""
 
-__all__ = [
-    "hookimpl", "__version__",
+# the public names beyond the marker, and the module each lives in: imported on first use, so that
+# ``lrl --help`` stays fast
+_PUBLIC = {
     # the contract
-    "Task", "Teacher", "Backend", "StudentModel",
+    "Task": "types", "Teacher": "types", "Backend": "types", "StudentModel": "types",
     # what crosses it
-    "Problem", "Completion", "GenerationSettings", "ModelSpec", "TeacherRequest",
+    "Problem": "types", "Completion": "types", "GenerationSettings": "types", "ModelSpec": "types",
+    "TeacherRequest": "types",
     # plugin options and errors
-    "Option", "check_options", "LrlError", "ConfigError", "BackendUnavailableError",
-]
+    "Option": "options", "check_options": "options",
+    "LrlError": "errors", "ConfigError": "errors", "BackendUnavailableError": "errors",
+}
+__all__ = ["hookimpl", "__version__", *_PUBLIC]
 
 
-def __getattr__(name):  # the contract is imported on first use, so ``lrl --help`` stays fast
-    if name in ("Task", "Teacher", "Backend", "StudentModel", "Problem", "Completion", "GenerationSettings",
-                "ModelSpec", "TeacherRequest"):
-        from . import types
+def __getattr__(name):
+    if name in _PUBLIC:
+        from importlib import import_module
 
-        return getattr(types, name)
-    if name in ("Option", "check_options"):
-        from . import options
-
-        return getattr(options, name)
-    if name in ("LrlError", "ConfigError", "BackendUnavailableError"):
-        from . import errors
-
-        return getattr(errors, name)
+        return getattr(import_module(f"{__name__}.{_PUBLIC[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

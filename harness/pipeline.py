@@ -305,9 +305,13 @@ class Pipeline:
             elif name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
                 name, options = "hf", {**options, "model": self.config.student}
             reg = self.registry.get("student", name)
+            # a student that takes a recipe applies it under its own options (lora, transfer_examples)
+            takes_recipe = "recipe" in (reg.option_spec or {})
+            if self.config.recipe and takes_recipe:
+                options["recipe"] = self.config.recipe
             with _status(self.ui, f"preparing student {self.config.student}"):
                 student = reg.factory(task=self.task, options=options, cache_dir=cache_dir())
-            if self.config.recipe:
+            if self.config.recipe and not takes_recipe:
                 from .recipes import apply_recipe, get_recipe
 
                 student = apply_recipe(student, get_recipe(self.config.recipe))
@@ -700,13 +704,7 @@ class Pipeline:
             self.results["provenance"]["transfer_sha256"] = transfer.get("sha256")
         self.results["training"] = training
         self.results["provenance"]["adapter_sha256"] = training.get("adapter_sha256")
-        merged = self.out / "merged"
-        if not (merged / "config.json").exists():
-            from .training import merge_adapter
-
-            with _status(self.ui, "merging the adapter into the student"):
-                merge_adapter(student.path, adapter_dir, merged)
-        records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir, merged)
+        records, elapsed, info = self._student_eval("lora", test, prompt_strategy, adapter_dir, self._merged())
         block = self._finish_stage(records, info, elapsed)
         block["strategy_source"] = source
         block["transfer_format"] = self.results.get("transfer", {}).get("format")
@@ -761,12 +759,8 @@ class Pipeline:
         """Merge the adapter into the base model (kept in ``merged/``), write the GGUF files into
         ``export/``; paths in the record are relative to the run folder."""
         from .export import export_model
-        from .training import merge_adapter
 
-        merged = self.out / "merged"
-        if not (merged / "config.json").exists():  # the lora stage merged it already, unless it was skipped
-            with _status(self.ui, "merging the adapter into the student"):
-                merge_adapter(self.student.path, self.out / "adapter", merged)
+        merged = self._merged()
         with _status(self.ui, f"writing GGUF {', '.join(self.config.export)}"):
             info = export_model(merged, self.out / "export", quants=tuple(self.config.export),
                                 progress=lambda message: self.ui.say(f"  {message}"))
@@ -776,6 +770,17 @@ class Pipeline:
         info["merged_dir"] = "merged"
         info["merged_sha256"] = file_tree_sha256(merged)
         return info
+
+    def _merged(self) -> Path:
+        """``merged/``: the adapter folded into the student, written once (by the lora stage, or by
+        the export when that stage ran in an earlier version)."""
+        merged = self.out / "merged"
+        if not (merged / "config.json").exists():
+            from .training import merge_adapter
+
+            with _status(self.ui, "merging the adapter into the student"):
+                merge_adapter(self.student.path, self.out / "adapter", merged)
+        return merged
 
     def _lora_answers(self, prompts: list[str], settings: GenerationSettings) -> dict[str, list[Completion]]:
         """The lora stage's answers as the transformers reference of parity, when that stage ran the

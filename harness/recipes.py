@@ -24,11 +24,6 @@ class Recipe:
     strategy_in_prompt: bool
     lora: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "transfer_format": self.transfer_format,
-                "transfer_examples": self.transfer_examples, "strategy_in_prompt": self.strategy_in_prompt,
-                "lora": dict(self.lora)}
-
 
 RECIPES = {
     "seed": Recipe(

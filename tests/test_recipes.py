@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from lrl_harness import hookimpl
 from lrl_harness.cli import main
 from lrl_harness.config import RunConfig
 from lrl_harness.errors import ConfigError
@@ -23,7 +24,7 @@ def test_every_recipe_has_valid_lora_settings_and_a_known_format(name):
     recipe = get_recipe(name)
     resolve_settings(recipe.lora)
     assert recipe.transfer_format in ("label", "trace", "scan")
-    assert recipe.to_dict()["name"] == name and recipe.description
+    assert recipe.name == name and recipe.description
 
 
 def test_answer_logits_only_is_a_checked_switch_on_for_small_only():
@@ -58,3 +59,42 @@ def test_gguf_students_default_to_the_small_recipe_and_hf_to_the_seed():
     assert hf_student.OPTIONS["recipe"].default == "seed"
     assert gguf_student.SMOLLM2_OPTIONS["recipe"].default == "small"
     assert gguf_student.GGUF_OPTIONS["recipe"].default == "small"
+
+
+class _Students:
+    """Two stand-in students: one that takes a ``recipe`` option, one that does not."""
+
+    seen: list = []
+
+    @staticmethod
+    @hookimpl
+    def register_students(register):
+        from lrl_harness.options import Option, check_options
+
+        spec = {"recipe": Option(str, "small", "recipe"), "lora": Option(dict, None, "lora", nullable=True)}
+
+        def with_option(task, options, cache_dir):
+            options = check_options("the stand-in", spec, options)
+            _Students.seen.append(options)
+            student = apply_recipe(StudentModel(name="with", path="p"), get_recipe(options["recipe"]))
+            student.lora.update(options["lora"] or {})
+            return student
+
+        register("with-recipe", with_option, options=spec)
+        register("without-recipe", lambda task, options, cache_dir: StudentModel(name="without", path="p",
+                                                                                 transfer_format="trace"))
+
+
+def test_run_recipe_reaches_a_student_through_its_option_so_its_own_lora_stays(tmp_path):
+    import lrl_harness_tasks.meeting_rooms as meeting_rooms
+    from lrl_harness.pipeline import Pipeline
+    from lrl_harness.plugins import Registry, make_plugin_manager
+
+    registry = Registry(make_plugin_manager(load_entry_points=False, plugins=[meeting_rooms, _Students]))
+    config = RunConfig(student="with-recipe", student_options={"lora": {"r": 4}}, recipe="seed").validate()
+    student = Pipeline(config, registry, tmp_path / "a").student
+    assert _Students.seen[-1]["recipe"] == "seed"
+    assert (student.transfer_format, student.lora["r"], student.lora["lr"]) == ("label", 4, 2e-4)
+    config = RunConfig(student="without-recipe", recipe="seed").validate()
+    student = Pipeline(config, registry, tmp_path / "b").student
+    assert (student.transfer_format, student.info["recipe"]) == ("label", "seed")
