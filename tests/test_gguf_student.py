@@ -76,3 +76,38 @@ def test_smollm2_becomes_a_hugging_face_student_once(task):
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
     again = gguf_student.smollm2_student(task, {}, cache_dir())  # cached: same folder, no new conversion
     assert again.path == student.path
+
+
+def _gguf_of_architecture(path: Path, architecture: str) -> Path:
+    """A small but valid GGUF file (header, metadata, one tensor) of the given architecture."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_embedding_length(8)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_valid_gguf_of_an_architecture_transformers_cannot_read_is_one_line_exit_2(tmp_path, monkeypatch,
+                                                                                      capsys):
+    from lrl_harness.cli import main
+
+    model = _gguf_of_architecture(tmp_path / "odd.gguf", "nosucharch")
+    before = model.read_bytes()
+    monkeypatch.setenv("LRL_HARNESS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    code = main(["run", "--quiet", "--student", str(model), "--out", str(out), "--test-n", "4"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "cannot dequantise" in err and "odd.gguf" in err
+    assert not out.exists()  # refused before the run folder was claimed
+    assert model.read_bytes() == before
+    assert list((tmp_path / "cache" / "gguf-students").iterdir()) == []  # no half-converted folder
