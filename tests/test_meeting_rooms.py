@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 from lrl_harness.errors import InvalidProblemError, LrlError
-from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous, solve, trace
+from lrl_harness_tasks.meeting_rooms.solver import check, max_simultaneous, scan, solve, trace
 
 
 def test_seed_preset_reproduces_the_original_splits(task):
@@ -55,6 +55,25 @@ def test_solver_boundary_and_trace():
     text = trace([(9, 11), (10, 12), (11, 13)], 2)
     assert text.splitlines()[:2] == ["Sweep:", "9+1,10+2,11-1,11+2,12-1,13-0"]
     assert text.endswith("Answer: YES")
+
+
+def test_scan_and_check_count_the_meetings_running_at_each_start():
+    meetings = [(10, 12), (9, 10), (11, 13), (10, 11)]
+    assert scan(meetings, 2).splitlines() == [
+        "At 10: [10-12] [10-11] = 2", "At 9: [9-10] = 1", "At 11: [10-12] [11-13] = 2",
+        "Peak 2 <= rooms 2", "Answer: YES"]
+    # every meeting marked at each start (the one ending at 10 is not running at 10), then the
+    # peak and the rooms both written before they are compared
+    assert check(meetings, 1).splitlines() == [
+        "At 10: 10-12y 9-10n 11-13n 10-11y = 2", "At 9: 10-12n 9-10y 11-13n 10-11n = 1",
+        "At 11: 10-12y 9-10n 11-13y 10-11n = 2", "Peak 2, rooms 1: 2 > 1", "Answer: NO"]
+
+
+@pytest.mark.parametrize("fmt", ["trace", "scan", "check"])
+def test_every_worked_format_ends_in_the_solvers_answer(task, fmt):
+    for problem in task.problems("balanced", "test"):
+        text = task.worked_solution(problem, fmt)
+        assert task.extract_answer(text) == problem.expected, text
 
 
 @pytest.mark.parametrize("meetings,rooms,message", [

@@ -20,10 +20,10 @@ def test_the_seed_recipe_is_the_original_experiments():
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_every_recipe_has_valid_lora_settings_and_a_known_format(name):
+def test_every_recipe_has_valid_lora_settings_and_a_known_format(name, task):
     recipe = get_recipe(name)
     resolve_settings(recipe.lora)
-    assert recipe.transfer_format in ("label", "trace", "scan")
+    assert recipe.transfer_format in task.transfer_formats
     assert recipe.name == name and recipe.description
 
 

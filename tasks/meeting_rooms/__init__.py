@@ -10,7 +10,7 @@ from lrl_harness.types import Problem, sha256_text
 
 from . import generator, prompts
 from .extract import Verdict, extract_answer, extract_verdict
-from .solver import max_simultaneous, scan, solve, trace, validate
+from .solver import check, max_simultaneous, scan, solve, trace, validate
 
 REFERENCE_STRATEGY = """Sweep-line procedure:
 1. Turn every meeting [s-e] into a start event at s and an end event at e.
@@ -124,12 +124,13 @@ class MeetingRoomsTask:
 
     # --- what a non-LLM teacher and the transfer data need ----------------------------------
 
-    transfer_formats = ("label", "trace", "scan")
+    transfer_formats = ("label", "trace", "scan", "check")
 
     def worked_solution(self, problem: Problem, fmt: str = "trace") -> str:
         """A worked solution of one problem, as text ending in the answer: ``trace`` applies the
-        reference (sweep-line) strategy; ``scan`` counts the meetings running at each start time."""
-        write = scan if fmt == "scan" else trace
+        reference (sweep-line) strategy; ``scan`` counts the meetings running at each start time;
+        ``check`` marks every meeting running or not at each start time."""
+        write = {"scan": scan, "check": check}.get(fmt, trace)
         return write(problem.data["meetings"], problem.data["rooms"])
 
     def check_solution(self, problem: Problem, text: str) -> bool:

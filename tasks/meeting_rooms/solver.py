@@ -85,3 +85,27 @@ def scan(meetings: list[Meeting], rooms: int) -> str:
     verdict = "YES" if peak <= rooms else "NO"
     relation = "<=" if peak <= rooms else ">"
     return "\n".join(lines) + f"\nPeak {peak} {relation} rooms {rooms}\nAnswer: {verdict}"
+
+
+def check(meetings: list[Meeting], rooms: int) -> str:
+    """A worked solution in which every step is local: at each meeting's start time (in the order the
+    problem lists them, each time once), every meeting is copied out and marked ``y`` when it runs
+    then (start <= t < end) or ``n``, and the ``y`` are counted. The last line writes the peak and
+    the rooms before comparing them, so the comparison is of two numbers just written.
+
+    ``scan`` lists only the running meetings, and a small model trained on it leaves out running
+    meetings listed later, or writes the comparison before it has copied the rooms; this format
+    removes both steps, at about 1.6 times the length.
+    """
+    lines, peak, seen = [], 0, set()
+    for start, _ in meetings:
+        if start in seen:
+            continue
+        seen.add(start)
+        marks = " ".join(f"{s}-{e}{'y' if s <= start < e else 'n'}" for s, e in meetings)
+        running = sum(1 for s, e in meetings if s <= start < e)
+        peak = max(peak, running)
+        lines.append(f"At {start}: {marks} = {running}")
+    verdict = "YES" if peak <= rooms else "NO"
+    relation = "<=" if peak <= rooms else ">"
+    return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
