@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from . import machine
 from .errors import ConfigError, LrlError
-from .evaluate import Render, answer, chat_template, generate, make_record, student_prompts
+from .evaluate import Render, answer, chat_template, describe, generate, make_record, student_prompts
 from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, spread
 from .load import percentile as percentile
 from .metrics import paired_comparison, score_stage
@@ -144,7 +144,7 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
               threads: Sequence[int] | None = None) -> dict:
     """Measure every target on ``problems`` and return the ``benchmarks`` section of a results file.
 
-    ``prompts`` defaults to ``task.student_prompt(problem, strategy)``. Each problem is asked
+    ``prompts`` defaults to the task's student prompts (``evaluate.student_prompts``). Each problem is asked
     ``repeats`` times; the first answer is scored, every timing counts. ``levels``: load levels
     (``harness/load.py``) instead of one request at a time. ``isolate``: each target in its own
     spawned process (its task is rebuilt there from the installed plugins by name). ``order``:
@@ -702,12 +702,11 @@ def check_prompts_match_run(results: dict, problems: Sequence[Problem], prompts:
     """How many of ``prompts`` match the prompt the run's trained student was asked for the same problem;
     LrlError when any differs (a benchmark of other prompts would not measure that student)."""
     lora = (results.get("stages") or {}).get("lora") or {}
-    describe = getattr(task, "describe", None)
     recorded = {(r.get("problem_id"), r.get("problem")): r.get("prompt_sha256")
                 for r in lora.get("results") or []}
     checked = differ = 0
     for problem, prompt in zip(problems, prompts, strict=True):
-        sha = recorded.get((problem.id, describe(problem) if describe else None))
+        sha = recorded.get((problem.id, describe(task, problem)))
         if sha is None:
             continue
         checked += 1

@@ -89,6 +89,7 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
     Prompts are the task's student prompts without a strategy and without a chat template: the
     same text for every engine, which is what parity needs."""
+    from .evaluate import student_prompts
     from .parity import check_parity, parity_sources
     from .results import check_writable, write_json
     from .tables import TableData, print_tables
@@ -105,7 +106,7 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     model_dir, adapter, ggufs = parity_sources(source, ggufs, adapter)
     task = obj.task(task_name)
     problems = task.problems(preset, split, n=n)
-    prompts = [task.student_prompt(p, None) for p in problems]
+    prompts = student_prompts(task, problems)
     registry = obj.registry
     options = {"n_threads": threads} if threads else {}
     backends = {}
