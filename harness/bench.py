@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from . import machine
 from .errors import ConfigError, LrlError
-from .evaluate import Render, answer, chat_template, describe, generate, make_record, student_prompts
+from .evaluate import Render, ask, chat_template, describe, generate, make_record, student_prompts
 from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, spread
 from .load import percentile as percentile
 from .metrics import paired_comparison, score_stage
@@ -335,7 +335,7 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
             timings: list[list[tuple[float, Any]]] = [[] for _ in problems]
             for _ in range(repeats):
                 correct = 0
-                for call in answer(backend, task, problems, prompts, settings, size=target.batch):
+                for call in ask(backend, task, problems, prompts, settings, size=target.batch):
                     for i, completion in enumerate(call.completions, start=call.start):
                         timings[i].append((call.wall_s, completion))
                     correct += sum(r["correct"] for r in call.records)

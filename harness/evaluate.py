@@ -2,7 +2,7 @@
 
 The steps, each in one place: render a problem into the prompt a model sees (:func:`student_prompts`,
 through a chat template when the student has one), generate through any backend (:func:`generate`,
-:func:`answer` for a list of problems in batches), grade the text with the task and keep the timings
+:func:`ask` for a list of problems in batches), grade the text with the task and keep the timings
 (:func:`make_record`). Every per-problem record in a results file is a :class:`Record`: a fresh answer
 (run stages, teacher answers, benchmarks, parity, the pytest fixtures) or a stored one graded again
 (``lrl rescore``, :func:`regrade`).
@@ -184,7 +184,7 @@ def generate(backend, prompts: Sequence[str], settings: GenerationSettings,
 
 
 @dataclass
-class Answered:
+class Answers:
     """One generate call: the index of its first problem, its completions and their records, and
     the call's wall time."""
 
@@ -194,9 +194,9 @@ class Answered:
     wall_s: float
 
 
-def answer(backend, task, problems: Sequence[Problem], prompts: Sequence[str], settings: GenerationSettings, *,
-           size: int | None = None, start: int = 0,
-           progress: Callable[[int], None] | None = None) -> Iterator[Answered]:
+def ask(backend, task, problems: Sequence[Problem], prompts: Sequence[str], settings: GenerationSettings, *,
+        size: int | None = None, start: int = 0,
+        progress: Callable[[int], None] | None = None) -> Iterator[Answers]:
     """Ask ``backend`` the problems from index ``start`` on, ``size`` prompts per generate call (all
     in one call by default), and yield each call's graded answers as it returns. ``progress(done)``
     counts the prompts answered so far from ``start``."""
@@ -209,13 +209,13 @@ def answer(backend, task, problems: Sequence[Problem], prompts: Sequence[str], s
         started = time.perf_counter()
         completions = generate(backend, chunk, settings, on_progress)
         wall = time.perf_counter() - started
-        yield Answered(first, completions, make_records(task, batch, chunk, completions), wall)
+        yield Answers(first, completions, make_records(task, batch, chunk, completions), wall)
 
 
 def evaluate(backend, task, problems: Sequence[Problem], prompts: Sequence[str], settings: GenerationSettings,
              progress: Callable[[int], None] | None = None) -> list[dict]:
     """Every problem in one generate call: one record per problem, in order."""
-    return [r for call in answer(backend, task, problems, prompts, settings, progress=progress)
+    return [r for call in ask(backend, task, problems, prompts, settings, progress=progress)
             for r in call.records]
 
 

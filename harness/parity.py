@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import LrlError, TokenMismatchError
-from .evaluate import answer, make_records
+from .evaluate import ask, make_records
 from .types import Completion, GenerationSettings, Problem, sha256_text
 
 
@@ -80,7 +80,7 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
             if done:
                 done(len(prompts))
         else:
-            [call] = answer(backend, task, problems, prompts, settings, progress=done)
+            [call] = ask(backend, task, problems, prompts, settings, progress=done)
             completions, records, elapsed = call.completions, call.records, call.wall_s
         runs[name] = records
         block = score_block(records)

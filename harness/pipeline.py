@@ -25,7 +25,7 @@ from pathlib import Path
 from . import machine
 from .config import RunConfig
 from .errors import ConfigError, LrlError, ResultsFileError, RunLockedError, path_error
-from .evaluate import answer, make_records, rendered, student_prompts, usage_of
+from .evaluate import ask, make_records, rendered, student_prompts, usage_of
 from .plugins import Registry
 from .progress import UI
 from .results import (
@@ -620,7 +620,7 @@ class Pipeline:
             with self.ui.task(f"{stage} ({student.name} on {self.config.backend})", len(problems)) as advance:
                 advance(completed=len(records))
                 batch_started = time.perf_counter()
-                for call in answer(backend, self.task, problems, prompts, settings, size=size, start=len(records)):
+                for call in ask(backend, self.task, problems, prompts, settings, size=size, start=len(records)):
                     for r in call.records:
                         self.pm.hook.problem_scored(stage=stage, record=r)
                     checkpoint.append({"batch": call.start // size + 1, "records": call.records,
