@@ -177,20 +177,13 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     from dataclasses import replace
 
     from . import machine
-    from .bench import (
-        check_prompts_match_run,
-        parse_target,
-        run_bench,
-        run_render,
-        run_settings,
-        run_strategy,
-        run_targets,
-    )
+    from .bench import parse_target, run_bench
     from .evaluate import student_prompts
     from .load import parse_levels, parse_slo
     from .progress import UI
     from .report import benchmark_tables, print_tables
     from .results import load_results, write_json
+    from .trained import check_prompts_match_run, run_render, run_settings, run_strategy, run_targets
 
     levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
     slo_limits = parse_slo(slo)
