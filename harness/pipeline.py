@@ -25,7 +25,7 @@ from pathlib import Path
 from . import machine
 from .config import RunConfig
 from .errors import ConfigError, LrlError, ResultsFileError, RunLockedError, path_error
-from .evaluate import ask, make_records, rendered, student_prompts, usage_of
+from .evaluate import Render, ask, make_records, rendered, student_prompts, usage_of
 from .plugins import Registry
 from .progress import UI
 from .results import (
@@ -319,7 +319,7 @@ class Pipeline:
             self._student = student
         return self._student
 
-    def _render(self):
+    def _render(self) -> Render | None:
         """The one prompt rendering for every backend: the student's chat template for instruct
         students, else None (prompts as the task writes them)."""
         if not self.student.chat_template:
