@@ -1,16 +1,18 @@
 """Benchmark backends on a task split: accuracy and speed of the same model on several engines.
 
 Two modes. Without a load (the default), each target is loaded, warmed up on a few prompts that are
-not counted, then asked every problem one at a time, so latency is per problem and comparable across
-engines. With ``--concurrency`` and/or ``--request-rate`` (``harness/load.py``), every problem is sent
-under each load level, and each level gets the full accuracy block, latency distributions (TTFT, ITL,
-TPOT, end to end), throughput, errors, retries, the measured peak in flight, and a paired comparison
-of its answers with those of the reference level (concurrency 1 when measured).
+not counted, then asked every problem one at a time (through ``harness/evaluate.py``, which grades
+each answer and builds its record), so latency is per problem and comparable across engines. With
+``--concurrency`` and/or ``--request-rate`` (``harness/load.py``), every problem is sent under each
+load level, and each level gets the full accuracy block, latency distributions (TTFT, ITL, TPOT, end
+to end), throughput, errors, retries, the measured peak in flight, and a paired comparison of its
+answers with those of the reference level (concurrency 1 when measured).
 
-The command runs each target in its own process (spawned), in random order recorded in the results,
-with the same number of CPU threads for every CPU target (or a ``--threads`` sweep), so load time,
-peak RSS and warm state are the target's own. Every bench stores a comparability key (hardware and
-software fingerprint); ``lrl check --latency-ratio`` refuses baselines measured on another key.
+``lrl bench`` (``harness/commands.py``; a run's trained student: ``harness/trained.py``) runs each
+target in its own process (spawned), in random order recorded in the results, with the same number
+of CPU threads for every CPU target (or a ``--threads`` sweep), so load time, peak RSS and warm
+state are the target's own. Every bench stores a comparability key (hardware and software
+fingerprint); ``lrl check --latency-ratio`` refuses baselines measured on another key.
 """
 
 from __future__ import annotations
@@ -26,19 +28,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import click
-
 from . import machine
 from .errors import ConfigError, LrlError
-from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, parse_levels, parse_slo, spread
+from .evaluate import ask, generate, make_record, student_prompts
+from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, spread
 from .load import percentile as percentile
 from .metrics import paired_comparison, score_stage
-from .results import load_results, new_results, write_json
 from .types import Completion, GenerationSettings, ModelSpec, Problem, sha256_text
 
 MODEL_FIELDS = ("name", "adapter", "tokenizer", "dtype")
@@ -146,7 +146,7 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
               threads: Sequence[int] | None = None) -> dict:
     """Measure every target on ``problems`` and return the ``benchmarks`` section of a results file.
 
-    ``prompts`` defaults to ``task.student_prompt(problem, strategy)``. Each problem is asked
+    ``prompts`` defaults to the task's student prompts (``evaluate.student_prompts``). Each problem is asked
     ``repeats`` times; the first answer is scored, every timing counts. ``levels``: load levels
     (``harness/load.py``) instead of one request at a time. ``isolate``: each target in its own
     spawned process (its task is rebuilt there from the installed plugins by name). ``order``:
@@ -168,7 +168,7 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
         registry.get("backend", t.backend)
     targets = with_threads(targets, threads)
     settings = settings or GenerationSettings()
-    prompts = list(prompts) if prompts is not None else [task.student_prompt(p, strategy) for p in problems]
+    prompts = list(prompts) if prompts is not None else student_prompts(task, problems, strategy)
     if len(prompts) != len(problems):
         raise LrlError(f"{len(prompts)} prompts for {len(problems)} problems")
     ordered = list(targets)
@@ -333,24 +333,22 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
         with progress(f"bench {target.label}", len(problems) * repeats) as advance:
             advance(0, note="warming up")
             for i in range(warmup):
-                backend.generate([prompts[i % len(prompts)]], settings)
+                generate(backend, [prompts[i % len(prompts)]], settings)
             timings: list[list[tuple[float, Any]]] = [[] for _ in problems]
-            size = target.batch
             for _ in range(repeats):
                 correct = 0
-                for first in range(0, len(problems), size):
-                    t0 = time.perf_counter()
-                    completions = backend.generate(list(prompts[first:first + size]), settings)
-                    wall = time.perf_counter() - t0
-                    for i, completion in enumerate(completions, start=first):
-                        timings[i].append((wall, completion))
-                        correct += task.extract_answer(timings[i][0][1].text) == problems[i].expected
-                    advance(len(completions), note=f"{correct}/{first + len(completions)} correct")
+                for call in ask(backend, task, problems, prompts, settings, size=target.batch):
+                    for i, completion in enumerate(call.completions, start=call.start):
+                        timings[i].append((call.wall_s, completion))
+                    correct += sum(r["correct"] for r in call.records)
+                    done = call.start + len(call.records)
+                    advance(len(call.records), note=f"{correct}/{done} correct")
         elapsed = time.perf_counter() - started
         rss_loaded = _current_rss_mib()
     finally:
         backend.close()
-    records = [_record(task, p, prompt, runs)
+    # each problem's first answer, timed by the median wall time of its repeats
+    records = [make_record(task, p, prompt, runs[0][1], statistics.median(wall for wall, _ in runs))
                for p, prompt, runs in zip(problems, prompts, timings, strict=True)]
     torch = _cuda_torch()
     entry = {
@@ -406,7 +404,7 @@ def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[
     try:
         info = backend.info()
         for i in range(plan["warmup"]):
-            backend.generate([prompts[i % len(prompts)]], settings)
+            generate(backend, [prompts[i % len(prompts)]], settings)
         for level in levels:
             if not concurrent and (level.rate is not None or (level.concurrency or 1) > 1):
                 blocks[level.key] = {"level": level.to_dict(),
@@ -425,7 +423,7 @@ def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[
                         run = backend.run(drive(send, len(problems), level, seed + r, done))
                     else:
                         async def send(i):
-                            [completion] = backend.generate([prompts[i]], settings)
+                            [completion] = generate(backend, [prompts[i]], settings)
                             return completion
 
                         run = asyncio.run(drive(send, len(problems), level, seed + r, done))
@@ -478,14 +476,9 @@ def _level_block(task, problems, prompts, runs, slo: dict) -> dict:
     first = runs[0]
     records = []
     for outcome in sorted(first.outcomes, key=lambda o: o.index):
-        problem, prompt = problems[outcome.index], prompts[outcome.index]
-        if outcome.error is not None:
-            record = make_record(task, problem, prompt, Completion(text=""), outcome.e2e_s)
-            record.update(answer=None, correct=False, error=outcome.error)
-        else:
-            record = make_record(task, problem, prompt, outcome.completion, outcome.e2e_s)
-        record["retries"] = outcome.retries
-        records.append(record)
+        completion = outcome.completion if outcome.error is None else Completion(text="")
+        records.append(make_record(task, problems[outcome.index], prompts[outcome.index], completion,
+                                   outcome.e2e_s, error=outcome.error, extra={"retries": outcome.retries}))
     correct = [r["correct"] for r in records]
     metrics = [load_metrics(run, correct if i == 0 else None, slo) for i, run in enumerate(runs)]
     figures = {"e2e_p50_s": ("e2e", "p50_s"), "e2e_p99_s": ("e2e", "p99_s"), "ttft_p50_s": ("ttft", "p50_s"),
@@ -495,27 +488,6 @@ def _level_block(task, problems, prompts, runs, slo: dict) -> dict:
         spreads[name] = spread([m[name] for m in metrics])
     return {**score_stage(records), "load": metrics[0], "spread": spreads,
             "repeats_errors": [m["errors"] for m in metrics], "results": records}
-
-
-def _record(task, problem: Problem, prompt: str, runs: list[tuple[float, Any]]) -> dict:
-    """The first answer, timed by the median wall time of its repeats."""
-    return make_record(task, problem, prompt, runs[0][1], statistics.median(wall for wall, _ in runs))
-
-
-def make_record(task, problem: Problem, prompt: str, completion, latency_s: float | None = None) -> dict:
-    """The results-file record of one answered problem (``latency_s`` defaults to the backend's)."""
-    answer = task.extract_answer(completion.text)
-    describe = getattr(task, "describe", None)
-    latency = completion.latency_s if latency_s is None else latency_s
-    return {
-        "problem_id": problem.id, "difficulty": problem.difficulty,
-        "problem": describe(problem) if describe else str(problem.data),
-        "expected": problem.expected, "answer": answer, "correct": answer == problem.expected,
-        "response": completion.text, "prompt_sha256": sha256_text(prompt),
-        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-        "latency_s": round(latency, 6),
-        "ttft_s": None if completion.ttft_s is None else round(completion.ttft_s, 6),
-    }
 
 
 def speed(timings: list[list[tuple[float, Any]]], batch: int = 1) -> dict:
@@ -616,278 +588,3 @@ def _current_rss_mib() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return round(pages * resource.getpagesize() / 2**20, 1)
-
-
-# --- a trained run's student -------------------------------------------------------------------
-
-
-def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Target]:
-    """The run's trained student on every engine it was exported for: the merged Hugging Face model
-    (or base model plus adapter) on transformers, each exported GGUF model on llamacpp. A run exported
-    without GGUF files is benchmarked on transformers only."""
-    export = results.get("export") if isinstance(results.get("export"), dict) else {}
-    targets = []
-    merged = export.get("merged_dir")
-    lora_who = ((results.get("stages") or {}).get("lora") or {}).get("who") or {}
-    if merged:
-        targets.append(Target("transformers", "transformers", ModelSpec(str(_resolve(run_dir, merged))), {}))
-    elif lora_who.get("path") and lora_who.get("adapter"):
-        in_run = run_dir / "adapter"
-        adapter_dir = str(in_run if in_run.is_dir() else _resolve(run_dir, lora_who["adapter"]))
-        spec = ModelSpec(lora_who["path"], adapter=adapter_dir)
-        targets.append(Target("transformers", "transformers", spec, {}))
-    files = export.get("files") or {}
-    adapters = [e for e in files.values() if e.get("kind") == "lora"]
-    adapter = str(_checked(run_dir, adapters[0], verify)) if adapters else None
-    tokenizer = str(_resolve(run_dir, merged)) if merged else None
-    for name, entry in files.items():
-        if entry.get("kind", "model") != "model" or not str(entry.get("path", "")).endswith(".gguf"):
-            continue
-        path = _checked(run_dir, entry, verify)
-        targets.append(Target(f"llamacpp:{entry.get('quant') or name}", "llamacpp",
-                              ModelSpec(str(path), adapter=adapter, tokenizer=tokenizer), {}))
-    if not targets:
-        raise LrlError(f"{run_dir}: the run has no trained student to benchmark (no lora stage, no export)")
-    return targets
-
-
-def _resolve(run_dir: Path, path: str) -> Path:
-    """Export paths are relative to the run folder or its ``export`` folder; other recorded paths may be
-    relative to where the run was started."""
-    candidates = [Path(path)] if Path(path).is_absolute() else [run_dir / path, run_dir / "export" / path,
-                                                                  Path(path)]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    raise LrlError(f"{run_dir}: exported file {path} is missing")
-
-
-def _checked(run_dir: Path, entry: dict, verify: bool) -> Path:
-    path = _resolve(run_dir, entry["path"])
-    if verify and entry.get("sha256"):
-        from .export import sha256_file
-
-        if sha256_file(path) != entry["sha256"]:
-            raise LrlError(f"{path}: sha256 differs from the run's export record; the file changed since")
-    return path
-
-
-def render_like_run(run_dir: Path, results: dict, prompts: list[str]) -> list[str]:
-    """The prompts as the run's student saw them: through its tokenizer's chat template when the
-    run used one (an instruct student), else unchanged."""
-    stages = results.get("stages") or {}
-    student = next((b["student"] for b in (stages.get("lora"), stages.get("student_baseline"))
-                    if isinstance(b, dict) and isinstance(b.get("student"), dict)), {})
-    if not student.get("chat_template"):
-        return prompts
-    export = results.get("export") if isinstance(results.get("export"), dict) else {}
-    lora_who = (stages.get("lora") or {}).get("who") or {}
-    folder = _resolve(run_dir, export["merged_dir"]) if export.get("merged_dir") else lora_who.get("path")
-    if not folder:
-        raise LrlError(f"{run_dir}: the run's student used a chat template, but no tokenizer folder is recorded")
-    from transformers import AutoTokenizer
-
-    from .prompting import render_prompt
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
-        raise LrlError(f"cannot load the run's tokenizer from {folder}: {str(exc).splitlines()[0]}") from None
-    return [render_prompt(tokenizer, p, True) for p in prompts]
-
-
-def run_strategy(results: dict) -> str | None:
-    """The strategy text the run's student saw in its prompt, or None when it saw none."""
-    lora = (results.get("stages") or {}).get("lora") or {}
-    flags = [(section or {}).get("strategy_in_prompt")
-             for section in (results.get("config"), lora.get("who"), results.get("transfer"))]
-    in_prompt = next((f for f in flags if f is not None), True)
-    if not in_prompt:
-        return None
-    provenance = results.get("provenance") or {}
-    strategy = provenance.get("strategy")
-    if isinstance(strategy, dict):
-        strategy = strategy.get("text")
-    if not isinstance(strategy, str):
-        raise LrlError("the run's student saw the learned strategy in its prompt, but results.json does not "
-                       "record the strategy text (provenance.strategy)")
-    recorded = provenance.get("strategy_sha256")
-    if recorded and recorded != sha256_text(strategy):
-        raise LrlError("results.json is inconsistent: provenance.strategy does not match strategy_sha256")
-    return strategy
-
-
-def run_settings(results: dict) -> GenerationSettings:
-    """The generation settings the run's trained student was evaluated with (defaults without a run)."""
-    lora = (results.get("stages") or {}).get("lora") or {}
-    recorded = dict((lora.get("who") or {}).get("settings") or {})
-    if not recorded and (results.get("config") or {}).get("max_new_tokens"):
-        recorded = {"max_new_tokens": results["config"]["max_new_tokens"]}
-    known = {f.name for f in fields(GenerationSettings)}
-    recorded = {k: v for k, v in recorded.items() if k in known}
-    if "stop" in recorded:
-        recorded["stop"] = tuple(recorded["stop"])
-    return GenerationSettings(**recorded)
-
-
-def check_prompts_match_run(results: dict, problems: Sequence[Problem], prompts: Sequence[str], task) -> int:
-    """How many of ``prompts`` match the prompt the run's trained student was asked for the same problem;
-    LrlError when any differs (a benchmark of other prompts would not measure that student)."""
-    lora = (results.get("stages") or {}).get("lora") or {}
-    describe = getattr(task, "describe", None)
-    recorded = {(r.get("problem_id"), r.get("problem")): r.get("prompt_sha256")
-                for r in lora.get("results") or []}
-    checked = differ = 0
-    for problem, prompt in zip(problems, prompts, strict=True):
-        sha = recorded.get((problem.id, describe(problem) if describe else None))
-        if sha is None:
-            continue
-        checked += 1
-        differ += sha != sha256_text(prompt)
-    if differ:
-        raise LrlError(f"the prompts built here differ from the run's on {differ} of {checked} problems "
-                       "(a chat template or another prompt version?); not benchmarking a different input")
-    return checked
-
-
-# --- the command ------------------------------------------------------------------------------
-
-
-@click.command("bench")
-@click.option("--task", "task_name", help="Task (default: the run's, else meeting-rooms).")
-@click.option("--preset", help="Problem preset (default: the run's, else balanced).")
-@click.option("--split", help="Split (default: the run's, else test).")
-@click.option("--n", type=int, help="How many problems (default: the run's test size, else the split's).")
-@click.option("--target", "target_texts", multiple=True, metavar="[LABEL:]BACKEND=MODEL[,k=v...]",
-              help="A backend and model to measure (repeatable), e.g. llamacpp=model.gguf,n_threads=2.")
-@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="A run folder: benchmark its trained student (merged model on transformers, GGUF files "
-                   "on llamacpp) with the prompts it was trained on.")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Results JSON to write the 'benchmarks' section into (created, or updated in place).")
-@click.option("--warmup", type=int, default=2, show_default=True,
-              help="Uncounted warm-up prompts per target.")
-@click.option("--repeats", type=int, default=1, show_default=True, help="Times each problem is asked.")
-@click.option("--max-new-tokens", type=int, help="Generation limit (default: the run's, else 128).")
-@click.option("--concurrency", metavar="N[,N...]",
-              help="Load levels: requests in flight at once, e.g. 1,4,16 (every problem is sent at each level).")
-@click.option("--request-rate", metavar="R[,R...]",
-              help="Load levels: Poisson arrivals per second (seeded by --seed); one --concurrency value caps "
-                   "the requests in flight.")
-@click.option("--slo", metavar="KEY=S[,...]", help="Service-level objective for goodput, e.g. ttft=0.5,e2e=5 "
-                                                   "(keys ttft, e2e, tpot, itl; seconds).")
-@click.option("--threads", "threads_text", metavar="N[,N...]",
-              help="CPU threads for every CPU target (a sweep when several; default: every usable core, "
-                   "the same for all).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the target order and arrivals.")
-@click.option("--order", type=click.Choice(["random", "given"]), default="random", show_default=True,
-              help="Order in which the targets are measured (recorded in the results).")
-@click.option("--isolate/--in-process", default=True, show_default=True,
-              help="Measure each target in its own process (its own load time, peak RSS and warm state).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-@click.pass_context
-def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_file, warmup, repeats,
-                  max_new_tokens, concurrency, request_rate, slo, threads_text, seed, order, isolate, quiet):
-    """Measure accuracy, latency, throughput and memory of one model on several backends."""
-    from .progress import UI
-    from .report import benchmark_tables, print_tables
-
-    levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
-    slo_limits = parse_slo(slo)
-    if slo_limits and not levels:
-        raise ConfigError("--slo needs a load: give --concurrency or --request-rate")
-    threads = [int(t) for t in _positive_list("--threads", threads_text)] if threads_text else None
-    if threads is None and isolate:
-        threads = [machine.usable_cores() or 1]
-    if warmup < 0 or repeats < 1:
-        raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1 (got {warmup} and {repeats})")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    check_writable(out_file)
-    registry = _registry(ctx)
-    run = load_results(run_dir / "results.json") if run_dir else {}
-    config = run.get("config") or {}
-    task_name = task_name or run.get("task") or "meeting-rooms"
-    preset = preset or run.get("preset") or "balanced"
-    split = split or run.get("split") or "test"
-    results = _results_to_update(out_file, task_name, preset, split)
-    task = registry.get("task", task_name).factory()
-    seed_of_split = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
-    if n is not None and n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    if run:  # the run's own split, so its first n problems are the ones the run graded
-        problems = task.problems(preset, split, config.get(f"{split}_n"), seed_of_split)[:n]
-    else:
-        problems = task.problems(preset, split, n, seed_of_split)
-    targets = [parse_target(t) for t in target_texts]
-    strategy = None
-    if run_dir:
-        targets = run_targets(run_dir, run) + targets
-        strategy = run_strategy(run)
-    prompts = [task.student_prompt(p, strategy) for p in problems]
-    if run_dir:
-        prompts = render_like_run(run_dir, run, prompts)
-    ui = UI(quiet=quiet)
-    if run_dir:
-        checked = check_prompts_match_run(run, problems, prompts, task)
-        ui.say(f"prompts identical to the run's on {checked} of {len(problems)} problems" if checked else
-               "prompts not checked against the run's (no common problems)")
-    settings = run_settings(run)
-    if max_new_tokens:
-        settings = replace(settings, max_new_tokens=max_new_tokens)
-    bench = run_bench(registry, task, problems, targets, warmup=warmup, repeats=repeats, progress=ui.task,
-                      settings=settings, strategy=strategy, prompts=prompts, preset=preset, split=split,
-                      levels=levels, slo=slo_limits, seed=seed, isolate=isolate, order=order, threads=threads)
-    if run_dir:
-        bench["run"] = str(run_dir)
-    results["benchmarks"] = bench
-    write_json(out_file, results)
-    print_tables(benchmark_tables(results))
-    click.echo(f"wrote {out_file}")
-
-
-def _positive_list(option: str, text: str) -> list[int]:
-    values = []
-    for part in text.split(","):
-        try:
-            value = int(part.strip())
-        except ValueError:
-            raise ConfigError(f"{option} takes comma-separated positive integers, got {text!r}") from None
-        if value < 1:
-            raise ConfigError(f"{option} values must be positive, got {part.strip()!r}")
-        values.append(value)
-    return values
-
-
-def check_writable(path: Path) -> None:
-    """ConfigError unless ``path`` can be written (checked before anything is measured)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--out {path} is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
-            path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"--out {path} cannot be written (no permission, or not a folder above it)")
-
-
-def _registry(ctx: click.Context):
-    """The registry of the ``lrl`` command this runs under, else one built from the installed plugins."""
-    registry = getattr(ctx.find_root().obj, "registry", None)
-    if registry is None:
-        from .plugins import Registry, make_plugin_manager
-
-        registry = Registry(make_plugin_manager())
-    return registry
-
-
-def _results_to_update(path: Path, task: str, preset: str, split: str) -> dict:
-    if not path.exists():
-        return new_results(task=task, preset=preset, split=split, config={"command": "bench"})
-    results = load_results(path)
-    for key, value in (("task", task), ("preset", preset), ("split", split)):
-        if results.get(key) not in (None, value):
-            raise LrlError(f"{path} holds results for {key} {results[key]!r}, not {value!r}; "
-                           "use another --out")
-    return results

@@ -1,5 +1,5 @@
-"""``lrl export``, ``parity``, ``check``, ``report`` and ``cache`` (``bench`` still lives in its own module;
-``run``, ``problems``, ``rescore`` and ``plugins`` in ``cli``). They are added to ``lrl`` through the
+"""``lrl export``, ``parity``, ``bench``, ``check``, ``report`` and ``cache`` (``run``, ``problems``,
+``rescore`` and ``plugins`` live in ``cli``). They are added to ``lrl`` through the
 public ``register_commands`` hook, the same way a third-party plugin adds one.
 
 Each command only reads its options, calls the module that does the work and prints the outcome;
@@ -9,19 +9,18 @@ those modules are imported inside the command bodies, so ``lrl --help`` stays fa
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from . import hookimpl
-from .errors import LrlError
+from .errors import ConfigError, LrlError
 from .export import ADAPTER_MODES, DEFAULT_QUANTS, QUANT_FTYPES
 
 
 @hookimpl
 def register_commands(cli):
-    from .bench import bench_command
-
     for command in (export_command, parity_command, bench_command, check_command, report_command, cache_command):
         cli.add_command(command)
 
@@ -90,6 +89,7 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
     Prompts are the task's student prompts without a strategy and without a chat template: the
     same text for every engine, which is what parity needs."""
+    from .evaluate import student_prompts
     from .parity import check_parity, parity_sources
     from .results import check_writable, write_json
     from .tables import TableData, print_tables
@@ -106,7 +106,7 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     model_dir, adapter, ggufs = parity_sources(source, ggufs, adapter)
     task = obj.task(task_name)
     problems = task.problems(preset, split, n=n)
-    prompts = [task.student_prompt(p, None) for p in problems]
+    prompts = student_prompts(task, problems)
     registry = obj.registry
     options = {"n_threads": threads} if threads else {}
     backends = {}
@@ -133,6 +133,160 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     columns = ("backend", "accuracy", "unparsed", "answers agree", "texts identical", "McNemar p", "time s")
     print_tables([TableData(f"Parity on {len(problems)} {preset}/{split} problems (reference: transformers)",
                             columns, rows, text_columns=1, no_wrap=False)])
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+@click.command("bench")
+@click.option("--task", "task_name", help="Task (default: the run's, else meeting-rooms).")
+@click.option("--preset", help="Problem preset (default: the run's, else balanced).")
+@click.option("--split", help="Split (default: the run's, else test).")
+@click.option("--n", type=int, help="How many problems (default: the run's test size, else the split's).")
+@click.option("--target", "target_texts", multiple=True, metavar="[LABEL:]BACKEND=MODEL[,k=v...]",
+              help="A backend and model to measure (repeatable), e.g. llamacpp=model.gguf,n_threads=2.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A run folder: benchmark its trained student (merged model on transformers, GGUF files "
+                   "on llamacpp) with the prompts it was trained on.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Results JSON to write the 'benchmarks' section into (created, or updated in place).")
+@click.option("--warmup", type=int, default=2, show_default=True,
+              help="Uncounted warm-up prompts per target.")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Times each problem is asked.")
+@click.option("--max-new-tokens", type=int, help="Generation limit (default: the run's, else 128).")
+@click.option("--concurrency", metavar="N[,N...]",
+              help="Load levels: requests in flight at once, e.g. 1,4,16 (every problem is sent at each level).")
+@click.option("--request-rate", metavar="R[,R...]",
+              help="Load levels: Poisson arrivals per second (seeded by --seed); one --concurrency value caps "
+                   "the requests in flight.")
+@click.option("--slo", metavar="KEY=S[,...]", help="Service-level objective for goodput, e.g. ttft=0.5,e2e=5 "
+                                                   "(keys ttft, e2e, tpot, itl; seconds).")
+@click.option("--threads", "threads_text", metavar="N[,N...]",
+              help="CPU threads for every CPU target (a sweep when several; default: every usable core, "
+                   "the same for all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the target order and arrivals.")
+@click.option("--order", type=click.Choice(["random", "given"]), default="random", show_default=True,
+              help="Order in which the targets are measured (recorded in the results).")
+@click.option("--isolate/--in-process", default=True, show_default=True,
+              help="Measure each target in its own process (its own load time, peak RSS and warm state).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.pass_context
+def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_file, warmup, repeats,
+                  max_new_tokens, concurrency, request_rate, slo, threads_text, seed, order, isolate, quiet):
+    """Measure accuracy, latency, throughput and memory of one model on several backends."""
+    from dataclasses import replace
+
+    from . import machine
+    from .bench import parse_target, run_bench
+    from .evaluate import student_prompts
+    from .load import parse_levels, parse_slo
+    from .progress import UI
+    from .report import benchmark_tables, print_tables
+    from .results import load_results, write_json
+    from .trained import check_prompts_match_run, run_render, run_settings, run_strategy, run_targets
+
+    levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
+    slo_limits = parse_slo(slo)
+    if slo_limits and not levels:
+        raise ConfigError("--slo needs a load: give --concurrency or --request-rate")
+    threads = [int(t) for t in _positive_list("--threads", threads_text)] if threads_text else None
+    if threads is None and isolate:
+        threads = [machine.usable_cores() or 1]
+    if warmup < 0 or repeats < 1:
+        raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1 (got {warmup} and {repeats})")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    _check_out_file(out_file)
+    registry = _registry(ctx)
+    run = load_results(run_dir / "results.json") if run_dir else {}
+    config = run.get("config") or {}
+    task_name = task_name or run.get("task") or "meeting-rooms"
+    preset = preset or run.get("preset") or "balanced"
+    split = split or run.get("split") or "test"
+    results = _results_to_update(out_file, task_name, preset, split)
+    task = registry.get("task", task_name).factory()
+    seed_of_split = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
+    if n is not None and n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if run:  # the run's own split, so its first n problems are the ones the run graded
+        problems = task.problems(preset, split, config.get(f"{split}_n"), seed_of_split)[:n]
+    else:
+        problems = task.problems(preset, split, n, seed_of_split)
+    targets = [parse_target(t) for t in target_texts]
+    strategy = None
+    if run_dir:
+        targets = run_targets(run_dir, run) + targets
+        strategy = run_strategy(run)
+    prompts = student_prompts(task, problems, strategy, run_render(run_dir, run) if run_dir else None)
+    ui = UI(quiet=quiet)
+    if run_dir:
+        checked = check_prompts_match_run(run, problems, prompts, task)
+        ui.say(f"prompts identical to the run's on {checked} of {len(problems)} problems" if checked else
+               "prompts not checked against the run's (no common problems)")
+    settings = run_settings(run)
+    if max_new_tokens:
+        settings = replace(settings, max_new_tokens=max_new_tokens)
+    bench = run_bench(registry, task, problems, targets, warmup=warmup, repeats=repeats, progress=ui.task,
+                      settings=settings, strategy=strategy, prompts=prompts, preset=preset, split=split,
+                      levels=levels, slo=slo_limits, seed=seed, isolate=isolate, order=order, threads=threads)
+    if run_dir:
+        bench["run"] = str(run_dir)
+    results["benchmarks"] = bench
+    write_json(out_file, results)
+    print_tables(benchmark_tables(results))
+    click.echo(f"wrote {out_file}")
+
+
+def _positive_list(option: str, text: str) -> list[int]:
+    """``N[,N...]`` as positive integers; ConfigError naming ``option`` otherwise."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ConfigError(f"{option} takes comma-separated positive integers, got {text!r}") from None
+        if value < 1:
+            raise ConfigError(f"{option} values must be positive, got {part.strip()!r}")
+        values.append(value)
+    return values
+
+
+def _check_out_file(path: Path) -> None:
+    """ConfigError unless ``path`` can be written (checked before anything is measured)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--out {path} cannot be written (no permission, or not a folder above it)")
+
+
+def _registry(ctx: click.Context):
+    """The registry of the ``lrl`` command this runs under, else one built from the installed plugins."""
+    registry = getattr(ctx.find_root().obj, "registry", None)
+    if registry is None:
+        from .plugins import Registry, make_plugin_manager
+
+        registry = Registry(make_plugin_manager())
+    return registry
+
+
+def _results_to_update(path: Path, task: str, preset: str, split: str) -> dict:
+    """The results file to write the benchmarks into: ``path``'s when it holds the same task, preset
+    and split, else a new one."""
+    from .results import load_results, new_results
+
+    if not path.exists():
+        return new_results(task=task, preset=preset, split=split, config={"command": "bench"})
+    results = load_results(path)
+    for key, value in (("task", task), ("preset", preset), ("split", split)):
+        if results.get(key) not in (None, value):
+            raise LrlError(f"{path} holds results for {key} {results[key]!r}, not {value!r}; "
+                           "use another --out")
+    return results
 
 
 # --- check ------------------------------------------------------------------------------------

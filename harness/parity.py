@@ -7,11 +7,11 @@ fails fast and names the first differing position and both tokens.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import LrlError, TokenMismatchError
+from .evaluate import ask, make_records
 from .types import Completion, GenerationSettings, Problem, sha256_text
 
 
@@ -72,25 +72,22 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
     checked = check_prompt_tokens(backends, prompts, problems, reference)
     runs, report = {}, {}
     for name, backend in backends.items():
-        started = time.perf_counter()
         done = (lambda n, _name=name: progress(_name, n)) if progress else None
         reused = name in (answered or {})
-        completions = answered[name] if reused else backend.generate(list(prompts), settings, progress=done)
-        if reused and done:
-            done(len(prompts))
-        elapsed = time.perf_counter() - started
-        records = []
-        for problem, completion in zip(problems, completions, strict=True):
-            answer = task.extract_answer(completion.text)
-            records.append({"problem_id": problem.id, "difficulty": problem.difficulty,
-                            "expected": problem.expected, "answer": answer,
-                            "correct": answer == problem.expected, "response": completion.text})
+        if reused:
+            completions, elapsed = answered[name], None
+            records = make_records(task, problems, prompts, completions)
+            if done:
+                done(len(prompts))
+        else:
+            [call] = ask(backend, task, problems, prompts, settings, progress=done)
+            completions, records, elapsed = call.completions, call.records, call.wall_s
         runs[name] = records
         block = score_block(records)
         block.pop("recall", None)
         report[name] = {
             **block,
-            "elapsed_s": round(elapsed, 3),
+            "elapsed_s": None if elapsed is None else round(elapsed, 3),
             "prompt_tokens": sum(c.prompt_tokens for c in completions),
             "completion_tokens": sum(c.completion_tokens for c in completions),
             "mean_latency_s": round(sum(c.latency_s for c in completions) / len(completions), 6),
@@ -99,7 +96,6 @@ def check_parity(backends: dict, prompts: Sequence[str], problems: Sequence[Prob
         }
         if reused:
             report[name]["answers_from"] = "the run's lora stage (same model, prompts and settings)"
-            report[name]["elapsed_s"] = None
     comparisons = {}
     for name in backends:
         if name == reference:

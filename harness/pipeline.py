@@ -25,6 +25,7 @@ from pathlib import Path
 from . import machine
 from .config import RunConfig
 from .errors import ConfigError, LrlError, ResultsFileError, RunLockedError, path_error
+from .evaluate import Render, ask, make_records, rendered, student_prompts, usage_of
 from .plugins import Registry
 from .progress import UI
 from .results import (
@@ -318,13 +319,14 @@ class Pipeline:
             self._student = student
         return self._student
 
-    def _render(self, texts: list[str]) -> list[str]:
-        """The one prompt rendering for every backend: the chat template for instruct students."""
+    def _render(self) -> Render | None:
+        """The one prompt rendering for every backend: the student's chat template for instruct
+        students, else None (prompts as the task writes them)."""
         if not self.student.chat_template:
-            return texts
-        from .prompting import render_prompt
+            return None
+        from .evaluate import chat_template
 
-        return [render_prompt(self._student_tokenizer(), t, True) for t in texts]
+        return chat_template(self._student_tokenizer())
 
     def _student_tokenizer(self):
         """The student's tokenizer, loaded once per run."""
@@ -447,31 +449,6 @@ class Pipeline:
         provenance["generation_budget"] = budget
         return budget["max_new_tokens"]
 
-    def _record(self, problem: Problem, prompt: str, completion: Completion) -> dict:
-        answer = self.task.extract_answer(completion.text)
-        record = {
-            "problem_id": problem.id,
-            "difficulty": problem.difficulty,
-            "problem": self.task.describe(problem),
-            **{k: v for k, v in problem.data.items() if k not in ("id",)},
-            "expected": problem.expected,
-            "answer": answer,
-            "correct": answer == problem.expected,
-            "response": completion.text,
-            "finish_reason": completion.meta.get("finish_reason"),
-            # the generation hit its token limit: the verdict may have been cut off (not the same as unparsed)
-            "truncated": completion.meta.get("finish_reason") == "length",
-            "prompt_sha256": sha256_text(prompt),
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "latency_s": round(completion.latency_s, 6),
-        }
-        if completion.cached:
-            record["cached"] = True
-        if completion.meta:
-            record["usage"] = _usage_of(completion)
-        return record
-
     def _finish_stage(self, records: list[dict], who: dict, elapsed: float, extra_usage=()) -> dict:
         from .metrics import score_stage
 
@@ -515,7 +492,7 @@ class Pipeline:
                 completions = self.teacher.complete(
                     [TeacherRequest("solve", text, problem=p, context={"strategy": strategy})
                      for text, p in zip(prompts, batch)])
-                batch_records = [self._record(p, t, c) for p, t, c in zip(batch, prompts, completions)]
+                batch_records = make_records(self.task, batch, prompts, completions)
                 for r in batch_records:
                     self.pm.hook.problem_scored(stage=stage, record=r)
                 entry = {"batch": index + 1, "records": batch_records}
@@ -552,7 +529,7 @@ class Pipeline:
                 prompt = self.task.journal_prompt(batch_no, batch_records)
                 [entry] = self.teacher.complete([TeacherRequest(
                     "journal", prompt, context={"batch": batch_no, "records": batch_records})])
-                usage.append(_usage_of(entry))
+                usage.append(usage_of(entry))
                 state["journal"] += f"\n\n=== BATCH {batch_no} ===\n{entry.text}"
                 correct = sum(r["correct"] for r in batch_records)
                 state["entries"].append({"batch": batch_no, "correct": correct, "total": len(batch_records),
@@ -563,7 +540,7 @@ class Pipeline:
                 prompt = self.task.distill_prompt(tail, state["strategy"])
                 [new] = self.teacher.complete([TeacherRequest(
                     "distill", prompt, context={"journal": tail, "strategy": state["strategy"]})])
-                usage.append(_usage_of(new))
+                usage.append(usage_of(new))
                 state["evolution"].append({"batch": batch_no, "old": state["strategy"], "new": new.text})
                 state["strategy"] = new.text
             return state, usage
@@ -639,21 +616,19 @@ class Pipeline:
             if merged is not None:
                 info.update(adapter_mode="merged", merged=str(merged))
             size = max(self.config.batch_size, 50)
+            prompts = student_prompts(self.task, problems, strategy, self._render())
             with self.ui.task(f"{stage} ({student.name} on {self.config.backend})", len(problems)) as advance:
                 advance(completed=len(records))
-                for start in range(len(records), len(problems), size):
-                    batch_started = time.perf_counter()
-                    batch = problems[start:start + size]
-                    prompts = self._render([self.task.student_prompt(p, strategy) for p in batch])
-                    completions = backend.generate(prompts, settings)
-                    batch_records = [self._record(p, t, c) for p, t, c in zip(batch, prompts, completions)]
-                    for r in batch_records:
+                batch_started = time.perf_counter()
+                for call in ask(backend, self.task, problems, prompts, settings, size=size, start=len(records)):
+                    for r in call.records:
                         self.pm.hook.problem_scored(stage=stage, record=r)
-                    checkpoint.append({"batch": start // size + 1, "records": batch_records,
+                    checkpoint.append({"batch": call.start // size + 1, "records": call.records,
                                        "elapsed_s": round(time.perf_counter() - batch_started, 6)})
                     self._tick()
-                    records.extend(batch_records)
-                    advance(len(batch), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
+                    records.extend(call.records)
+                    advance(len(call.records), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
+                    batch_started = time.perf_counter()
         finally:
             backend.close()
         info["settings"] = settings.to_dict()
@@ -722,8 +697,8 @@ class Pipeline:
         dropped, usage = 0, None
         if cfg.transfer_source == "teacher":
             examples, dropped, usage = self._teacher_written(examples)
-        rendered = self._render([e["prompt"] for e in examples])
-        examples = [{**e, "prompt": r} for e, r in zip(examples, rendered)]
+        prompts = rendered([e["prompt"] for e in examples], self._render())
+        examples = [{**e, "prompt": p} for e, p in zip(examples, prompts)]
         text = "".join(json.dumps(e) + "\n" for e in examples)
         atomic_write_text(self.out / "transfer.jsonl", text)
         yes = sum(1 for e in examples if e["expected"] == "YES")
@@ -745,7 +720,7 @@ class Pipeline:
                 problem = Problem(e["id"], e["difficulty"], e["data"], e["expected"])
                 [c] = self.teacher.complete([TeacherRequest("solve", self.task.teacher_prompt(problem, strategy),
                                                             problem=problem)])
-                usage.append(_usage_of(c))
+                usage.append(usage_of(c))
                 if self.task.check_solution(problem, c.text):
                     kept.append({**e, "target": c.text})
                 else:
@@ -806,7 +781,7 @@ class Pipeline:
         strategy, _ = self._learned_strategy()
         problems = self._problems("test")
         prompt_strategy = strategy if self.student.strategy_in_prompt else None
-        prompts = self._render([self.task.student_prompt(p, prompt_strategy) for p in problems])
+        prompts = student_prompts(self.task, problems, prompt_strategy, self._render())
         settings = GenerationSettings(max_new_tokens=self._generation_budget())
         merged = str(self.out / self.results["export"]["merged_dir"])
         backends = {}
@@ -832,14 +807,6 @@ class Pipeline:
             for backend in backends.values():
                 backend.close()
         return report
-
-
-def _usage_of(completion: Completion) -> dict:
-    meta = completion.meta or {}
-    usage = {k: meta[k] for k in ("input_tokens", "output_tokens", "retries", "model", "api") if k in meta}
-    if completion.cached:
-        usage["cached"] = True
-    return usage
 
 
 def _cache_root() -> Path:

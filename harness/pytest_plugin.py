@@ -158,9 +158,11 @@ def lrl_backend_pool(lrl_registry):
 
 
 def _problems_and_prompts(registry, task, preset, split, n, seed, strategy):
+    from .evaluate import student_prompts
+
     task_obj = registry.get("task", task).factory()
     problems = task_obj.problems(preset, split, n, seed)
-    return task_obj, problems, [task_obj.student_prompt(p, strategy) for p in problems]
+    return task_obj, problems, student_prompts(task_obj, problems, strategy)
 
 
 @pytest.fixture
@@ -173,7 +175,7 @@ def lrl_accuracy(lrl_registry, lrl_backend_pool):
             split: str = "test", n: int | None = None, seed: int | None = None, options: dict | None = None,
             strategy: str | None = None, settings=None, max_new_tokens: int | None = None,
             alpha: float = 0.05) -> AccuracyResult:
-        from .bench import make_record
+        from .evaluate import evaluate
         from .metrics import score_stage
 
         settings = _settings(settings, max_new_tokens)
@@ -185,9 +187,7 @@ def lrl_accuracy(lrl_registry, lrl_backend_pool):
         task_obj, problems, prompts = _problems_and_prompts(lrl_registry, task, preset, split, n, seed,
                                                             strategy)
         engine = lrl_backend_pool.get(backend, model, options)
-        completions = engine.generate(prompts, settings)
-        records = [make_record(task_obj, p, prompt, c)
-                   for p, prompt, c in zip(problems, prompts, completions, strict=True)]
+        records = evaluate(engine, task_obj, problems, prompts, settings)
         block = {**score_stage(records), "results": records}
         result = AccuracyResult(block, backend, _spec(model).path, alpha, engine.info())
         lrl_backend_pool.scored[key] = result
@@ -210,6 +210,8 @@ def lrl_latency(request, lrl_registry, lrl_backend_pool):
             benchmark = request.getfixturevalue("benchmark")
         except pytest.FixtureLookupError:
             pytest.fail("lrl_latency needs pytest-benchmark: pip install pytest-benchmark", pytrace=False)
+        from .evaluate import generate
+
         settings = _settings(settings, max_new_tokens)
         _, _, prompts = _problems_and_prompts(lrl_registry, task, preset, split, n, seed, strategy)
         engine = lrl_backend_pool.get(backend, model, options)
@@ -217,7 +219,7 @@ def lrl_latency(request, lrl_registry, lrl_backend_pool):
         benchmark.extra_info.update({"backend": backend, "model": _spec(model).path, "task": task,
                                      "preset": preset, "split": split, "n": len(prompts),
                                      "max_new_tokens": settings.max_new_tokens})
-        benchmark.pedantic(lambda: engine.generate([next_prompt()], settings),
+        benchmark.pedantic(lambda: generate(engine, [next_prompt()], settings),
                            rounds=rounds or len(prompts), warmup_rounds=warmup_rounds, iterations=1)
         return benchmark
 

@@ -11,16 +11,20 @@ The original experiment's published file is read as it is:
   (``" Yes\\n\\nExplanation:\\n- Meetings [9-1"``). Such a response is counted as *truncated*: it is
   graded on what it says (its opening word) and the count is shown beside the accuracy, never hidden.
 
-Every re-graded record keeps the extractor's evidence (``rule`` and ``span``), the recorded answer and
-grade, and the stage block counts the grades that changed in each direction.
+Every re-graded record is the evaluator's record (``harness/evaluate.py``) with the recorded prompt hash,
+tokens, timings and finish reason where the file has them, plus the extractor's evidence (``rule`` and
+``span``) and the recorded answer and grade; the stage block counts the grades that changed in each
+direction.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import InvalidProblemError, ResultsFileError
+from .evaluate import regrade
 from .metrics import score_stage
 from .results import STAGE_LABELS, is_ours, new_results, read_json, split_original
 
@@ -110,21 +114,12 @@ def rescore(path: Path, task) -> dict:
             verdict = task.extract_verdict(r.get("response"))
             truncated = (r.get("finish_reason") == "length" or r.get("truncated") is True
                          or (original is not None and "problem" not in r and looks_truncated(r.get("response"))))
-            records.append({
-                "problem_id": r.get("problem_id", problem.id),
-                "difficulty": problem.difficulty if problem.difficulty != "UNKNOWN" else _difficulty_of(r),
-                "problem": task.describe(problem),
-                **problem.data,
-                "expected": expected,
-                "answer": verdict.answer,
-                "correct": verdict.answer == expected,
-                "rule": verdict.rule,
-                "span": list(verdict.span) if verdict.span else None,
-                "truncated": truncated,
-                "recorded_answer": r.get("answer"),
-                "recorded_correct": r.get("correct"),
-                "response": r.get("response"),
-            })
+            difficulty = problem.difficulty if problem.difficulty != "UNKNOWN" else _difficulty_of(r)
+            records.append(regrade(
+                task, replace(problem, id=r.get("problem_id", problem.id), difficulty=difficulty), r,
+                verdict.answer, expected, truncated=truncated,
+                extra={"rule": verdict.rule, "span": list(verdict.span) if verdict.span else None,
+                       "recorded_answer": r.get("answer"), "recorded_correct": r.get("correct")}))
         block = score_stage(records)
         block = {"stage": name, "label": STAGE_LABELS.get(name, stage.get("stage", name)), **block}
         block["truncated"] = sum(1 for r in records if r["truncated"])

@@ -14,10 +14,11 @@ Layout (schema_version 1)::
                              "balanced_accuracy", "majority_baseline", "majority_label", "unparsed",
                              "ci95": [lo, hi], "by_difficulty": {"EASY": {same block}, ...},
                              "who": {...model/teacher info...}, "elapsed_s": ...,
-                             "results": [{"problem_id", "difficulty", "problem", "expected", "answer"
-                                          (YES/NO/null = unparsed), "correct", "response",
-                                          "prompt_sha256", "prompt_tokens", "completion_tokens",
-                                          "latency_s"}, ...]},
+                             "results": [{"problem_id", "difficulty", "problem", ...the problem's data,
+                                          "expected", "answer" (YES/NO/null = unparsed), "correct",
+                                          "response", "finish_reason", "truncated", "prompt_sha256",
+                                          "prompt_tokens", "completion_tokens", "latency_s", "ttft_s",
+                                          "cached"?, "usage"?}, ...]},  (evaluate.Record)
         "teacher_baseline": ..., "bootstrap": ..., "lrl": ..., "lora": ...
       },
       "training": {...}, "export": {...}, "cost": {...}, "benchmarks": {...}, "parity": {...}
