@@ -5,7 +5,6 @@ real ``lrl`` command: overlap, metrics, goodput, errors, and every bad input end
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from lrl_harness.cli import main
@@ -30,15 +29,14 @@ def test_requests_really_overlap(tmp_path):
     (seen by the harness and by the server). Measured in its own process, as the command does."""
     out = tmp_path / "b.json"
     with SlowServer(delay_s=0.3) as server:
-        started = time.perf_counter()
         assert bench(server, out, "40", "--concurrency", "8") == 0
-        took = time.perf_counter() - started
         assert server.peak_in_flight == 8
     block = level_block(out, "c=8")
     load = block["load"]
     assert load["requests"] == 40 and load["errors"] == 0 and load["peak_in_flight"] == 8
-    assert load["wall_s"] < 40 * 0.3 / 3  # ideal 1.5 s; one at a time would take 12 s
-    assert took < 40 * 0.3  # the whole command, process start included
+    # overlap as a ratio within this one run (no wall-clock limit: shared machines are noisy): the
+    # requests' own latencies add up to far more than the wall time they took together
+    assert load["wall_s"] < sum(r["latency_s"] for r in block["results"]) / 3
     assert block["accuracy"] == 1.0 and block["total"] == 40
     print(f"overlap: 40 requests of 0.3 s at concurrency 8 in {load['wall_s']:.2f} s, "
           f"peak in flight {load['peak_in_flight']} (server saw {server.peak_in_flight})")
