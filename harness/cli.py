@@ -81,6 +81,8 @@ def _failure(pm, impl, exc):
 @click.option("--student-opt", multiple=True, metavar="KEY=VALUE", help="Student option (repeatable).")
 @click.option("--backend", help="Inference backend for the student stages (default: transformers).")
 @click.option("--backend-opt", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
+@click.option("--gguf-backend", help="Backend that parity runs the GGUF exports on (default: one that loads "
+              "GGUF files, this project's own first).")
 @click.option("--lora-opt", multiple=True, metavar="KEY=VALUE",
               help="Override a LoRA training setting, e.g. r=8 or max_steps=200 (repeatable).")
 @click.option("--stages", help="Comma-separated stages to run (default: all).")
@@ -109,7 +111,7 @@ def _failure(pm, impl, exc):
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @pass_ctx
 def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
-        backend_opt, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
+        backend_opt, gguf_backend, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
         transfer_source, batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only,
         no_cache, refresh_cache, quiet):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
@@ -123,7 +125,7 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         "task": task, "preset": preset, "teacher": teacher, "student": student, "backend": backend,
         "teacher_options": parse_options(teacher_opt) or None,
         "student_options": parse_options(student_opt) or None,
-        "backend_options": parse_options(backend_opt) or None,
+        "backend_options": parse_options(backend_opt) or None, "gguf_backend": gguf_backend,
         "lora": parse_options(lora_opt) or None,
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
@@ -220,7 +222,8 @@ def plugins_command(obj: Context, as_json):
     """List every plugin: kind, name, module and distribution, and plugins that failed to load."""
     registry = obj.registry
     rows = [{"kind": r.kind, "name": r.name, "plugin": r.plugin, "module": r.module,
-             "distribution": r.distribution, "description": r.description} for r in registry.all()]
+             "distribution": r.distribution, "description": r.description,
+             **({"runs": list(r.runs)} if r.kind == "backend" else {})} for r in registry.all()]
     failures = [{"name": f.name, "module": f.module, "error": f.error} for f in registry.failures]
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
@@ -229,9 +232,9 @@ def plugins_command(obj: Context, as_json):
 
     from .tables import TableData
 
-    columns = ("kind", "name", "plugin", "module", "distribution", "description")
-    cells = [[r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-", r["description"]]
-             for r in rows]
+    columns = ("kind", "name", "plugin", "module", "distribution", "loads", "description")
+    cells = [[r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-",
+              ", ".join(r.get("runs", [])) or "-", r["description"]] for r in rows]
     console = Console()
     console.print(TableData("lrl-harness plugins", columns, cells, text_columns=len(columns), no_wrap=False).rich())
     console.print("To turn a plugin off, list its 'plugin' name in LRL_HARNESS_DISABLE_PLUGINS "

@@ -77,12 +77,13 @@ def export_command(source: Path, adapter: Path | None, out_dir: Path | None, qua
 @click.option("-n", "n", type=int, default=200, show_default=True, help="Number of problems.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores).")
+@click.option("--gguf-backend", help="Backend for the GGUF files (default: one that loads GGUF, this project's first).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the parity report (JSON) here.")
 @click.pass_obj
 def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | None, task_name: str,
                    preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
-                   out_file: Path | None) -> None:
+                   gguf_backend: str | None, out_file: Path | None) -> None:
     """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
     texts, accuracy and an exact McNemar test.
 
@@ -108,14 +109,14 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     problems = task.problems(preset, split, n=n)
     prompts = student_prompts(task, problems)
     registry = obj.registry
+    hf_engine, gguf_engine = registry.engine_for("hf"), registry.engine_for("gguf", gguf_backend)
     options = {"n_threads": threads} if threads else {}
     backends = {}
     try:
-        backends["transformers"] = registry.get("backend", "transformers").factory(
+        backends[hf_engine.name] = hf_engine.factory(
             model=ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None), options={})
         for gguf in ggufs:
-            backends[gguf.stem] = registry.get("backend", "llamacpp").factory(
-                model=ModelSpec(path=str(gguf)), options=dict(options))
+            backends[gguf.stem] = gguf_engine.factory(model=ModelSpec(path=str(gguf)), options=dict(options))
         settings = GenerationSettings(max_new_tokens=max_new_tokens)
         report = check_parity(backends, prompts, problems, task, settings)
     finally:
@@ -215,7 +216,7 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     targets = [parse_target(t) for t in target_texts]
     strategy = None
     if run_dir:
-        targets = run_targets(run_dir, run) + targets
+        targets = run_targets(run_dir, run, registry, gguf_backend=config.get("gguf_backend")) + targets
         strategy = run_strategy(run)
     prompts = student_prompts(task, problems, strategy, run_render(run_dir, run) if run_dir else None)
     ui = UI(quiet=quiet)

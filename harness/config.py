@@ -27,6 +27,7 @@ class RunConfig:
     student_options: dict = field(default_factory=dict)
     backend: str = "transformers"
     backend_options: dict = field(default_factory=dict)
+    gguf_backend: str | None = None  # the engine parity runs the GGUF exports on; None: any that loads GGUF
     seed: int = 0
     train_n: int | None = None
     test_n: int | None = None
@@ -50,11 +51,16 @@ class RunConfig:
 
     # Not part of a run's identity: how it runs, not what it computes.
     NON_IDENTITY = ("prices",)
+    # Added after runs were recorded: part of a run's identity only when set, so those runs keep theirs.
+    IDENTITY_WHEN_SET = ("gguf_backend",)
 
     def identity(self) -> dict:
         data = dataclasses.asdict(self)
         for key in self.NON_IDENTITY:
             data.pop(key, None)
+        for key in self.IDENTITY_WHEN_SET:
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
     def identity_hash(self) -> str:

@@ -262,6 +262,7 @@ class Pipeline:
                 llama_cpp_version()  # export needs llama-cpp-python: say so now, not after training
             except LrlError as exc:
                 raise ConfigError(f"{exc} (or skip the export with --export none)") from None
+            self._engines()  # no engine for the parity of the exports: said now
         if any(s in TEACHER_STAGES for s in wanted) or (
                 "lora" in wanted and cfg.transfer_source == "teacher"):
             self.teacher.info()  # a missing key or a bad option fails now
@@ -757,25 +758,32 @@ class Pipeline:
                 merge_adapter(self.student.path, self.out / "adapter", merged)
         return merged
 
-    def _lora_answers(self, prompts: list[str], settings: GenerationSettings) -> dict[str, list[Completion]]:
-        """The lora stage's answers as the transformers reference of parity, when that stage ran the
-        merged model on transformers with these very prompts and settings; else nothing."""
+    def _engines(self):
+        """The parity engines: the run's own backend for the merged model when it loads Hugging Face
+        folders (else one that does), and one that loads GGUF files (``gguf_backend`` when set)."""
+        own = self.registry.get("backend", self.config.backend)
+        reference = own if "hf" in own.runs else self.registry.engine_for("hf")
+        return reference, self.registry.engine_for("gguf", self.config.gguf_backend)
+
+    def _lora_answers(self, engine: str, prompts: list[str],
+                      settings: GenerationSettings) -> dict[str, list[Completion]]:
+        """The lora stage's answers as the reference of parity, when that stage ran the merged model on
+        ``engine`` with these very prompts and settings; else nothing."""
         block = self.results["stages"].get("lora") or {}
         who, records = block.get("who") or {}, block.get("results") or []
-        same = (who.get("backend") == "transformers" and who.get("adapter_mode") == "merged"
+        same = (who.get("backend") == engine and who.get("adapter_mode") == "merged"
                 and not self.config.backend_options and who.get("settings") == settings.to_dict()
                 and [r.get("prompt_sha256") for r in records] == [sha256_text(p) for p in prompts])
         if not same:
             return {}
-        return {"transformers": [Completion(r["response"], prompt_tokens=r.get("prompt_tokens") or 0,
-                                            completion_tokens=r.get("completion_tokens") or 0,
-                                            latency_s=r.get("latency_s") or 0.0,
-                                            meta={"finish_reason": r.get("finish_reason")})
-                                 for r in records]}
+        return {engine: [Completion(r["response"], prompt_tokens=r.get("prompt_tokens") or 0,
+                                    completion_tokens=r.get("completion_tokens") or 0,
+                                    latency_s=r.get("latency_s") or 0.0, meta={"finish_reason": r.get("finish_reason")})
+                         for r in records]}
 
     def _parity(self) -> dict:
-        """The trained student on transformers against each exported GGUF on llama.cpp, on the test
-        split with the lora stage's prompts: token ids, answers, texts, and McNemar."""
+        """The trained student on a Hugging Face engine against each exported GGUF on a GGUF engine, on
+        the test split with the lora stage's prompts: token ids, answers, texts, and McNemar."""
         from .parity import check_parity
 
         strategy, _ = self._learned_strategy()
@@ -784,25 +792,27 @@ class Pipeline:
         prompts = student_prompts(self.task, problems, prompt_strategy, self._render())
         settings = GenerationSettings(max_new_tokens=self._generation_budget())
         merged = str(self.out / self.results["export"]["merged_dir"])
+        reference, gguf = self._engines()
+        # nothing else runs in this process now: every usable core (llama.cpp's own default is half of
+        # them, for machines where other work competes), for an engine that takes a thread count
+        threads = ({"n_threads": machine.usable_cores() or 1}
+                   if "n_threads" in (gguf.option_spec or {}) else {})
         backends = {}
         try:
-            backends["transformers"] = self.registry.get("backend", "transformers").factory(
-                model=ModelSpec(path=merged), options={})
+            backends[reference.name] = reference.factory(model=ModelSpec(path=merged), options={})
             for entry in self.results["export"]["files"].values():
                 if entry.get("kind", "model") == "model":
-                    # nothing else runs in this process now: every usable core (llama.cpp's own default
-                    # is half of them, for machines where other work competes)
-                    backends[f"llamacpp:{entry['quant']}"] = self.registry.get("backend", "llamacpp").factory(
-                        model=ModelSpec(path=str(self.out / entry["path"]), tokenizer=merged),
-                        options={"n_threads": machine.usable_cores() or 1})
+                    backends[f"{gguf.name}:{entry['quant']}"] = gguf.factory(
+                        model=ModelSpec(path=str(self.out / entry["path"]), tokenizer=merged), options=dict(threads))
             seen: dict[str, int] = {}
-            with self.ui.task("parity (transformers vs GGUF)", len(backends) * len(problems)) as advance:
+            label = f"parity ({reference.name} vs GGUF on {gguf.name})"
+            with self.ui.task(label, len(backends) * len(problems)) as advance:
                 def on_progress(name: str, done: int) -> None:  # ``done`` counts prompts so far
                     advance(done - seen.get(name, 0), note=name)
                     seen[name] = done
 
                 report = check_parity(backends, prompts, problems, self.task, settings, progress=on_progress,
-                                      answered=self._lora_answers(prompts, settings))
+                                      answered=self._lora_answers(reference.name, prompts, settings))
         finally:
             for backend in backends.values():
                 backend.close()

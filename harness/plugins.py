@@ -46,6 +46,9 @@ class Registration:
     distribution: str | None
     options: dict = field(default_factory=dict)
     description: str = ""
+    runs: tuple[str, ...] = ()
+    """For a backend: the kinds of model it loads (``"hf"``: a Hugging Face folder, ``"gguf"``: a GGUF
+    file, ``"server"``: a model behind an endpoint). The core picks engines by these, never by name."""
 
     @property
     def option_spec(self) -> dict | None:
@@ -68,10 +71,10 @@ class Registry:
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 module = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
 
-                def register(name, factory, *, description="", _kind=kind, _plugin=plugin_name,
+                def register(name, factory, *, description="", runs=(), _kind=kind, _plugin=plugin_name,
                              _module=module, **options):
                     self._add(Registration(_kind, name, factory, _plugin, _module,
-                                           dists.get(_plugin), options, description))
+                                           dists.get(_plugin), options, description, tuple(runs)))
 
                 try:
                     impl.function(register=register)
@@ -106,6 +109,20 @@ class Registry:
             if broken:
                 hint = f" (plugins that failed to load: {', '.join(broken)}; see `lrl plugins`)"
             raise UnknownPluginError(f"unknown {kind} {name!r}; available: {available}{hint}") from None
+
+    def engine_for(self, runs: str, name: str | None = None) -> Registration:
+        """The backend that loads models of kind ``runs`` (``"hf"``, ``"gguf"``): ``name`` when given
+        (it must declare that kind), else this project's own, else the first other by name."""
+        if name is not None:
+            reg = self.get("backend", name)
+            if runs not in reg.runs:
+                raise UnknownPluginError(f"backend {name!r} does not load {runs} models (it loads: "
+                                         f"{', '.join(reg.runs) or 'nothing it declares'})")
+            return reg
+        able = [self._items["backend"][n] for n in self.names("backend") if runs in self._items["backend"][n].runs]
+        if not able:
+            raise UnknownPluginError(f"no backend loads {runs} models; install one (see `lrl plugins`)")
+        return min(able, key=lambda r: (r.distribution != "lrl-harness", r.name))
 
 
 def make_plugin_manager(

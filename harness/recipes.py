@@ -37,8 +37,9 @@ RECIPES = {
     ),
     "small": Recipe(
         name="small",
-        description="for small pretrained instruct students: a worked check (every meeting marked running "
-                    "or not at each start, counted; the peak and rooms written, then compared) as target, no strategy in the prompt once it is learned, loss on the "
+        description="for small pretrained instruct students: a worked check (every meeting marked "
+                    "running or not at each start, counted; the peak and rooms written, then compared) "
+                    "as target, no strategy in the prompt once it is learned, loss on the "
                     "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, "
                     "150 steps of batch 8 (4 x 2 accumulated)",
         transfer_format="check",

@@ -13,30 +13,34 @@ from .evaluate import Render, chat_template, describe
 from .types import GenerationSettings, ModelSpec, Problem, sha256_text
 
 
-def run_targets(run_dir: Path, results: dict, verify: bool = True) -> list[Target]:
+def run_targets(run_dir: Path, results: dict, registry, verify: bool = True, gguf_backend: str | None = None
+                ) -> list[Target]:
     """The run's trained student on every engine it was exported for: the merged Hugging Face model
-    (or base model plus adapter) on transformers, each exported GGUF model on llamacpp. A run exported
-    without GGUF files is benchmarked on transformers only."""
+    (or base model plus adapter) on the engine that loads Hugging Face folders, each exported GGUF
+    model on the one that loads GGUF files (``gguf_backend`` when given). A run exported without GGUF
+    files is benchmarked on the first only."""
+    hf = registry.engine_for("hf").name
     export = results.get("export") if isinstance(results.get("export"), dict) else {}
     targets = []
     merged = export.get("merged_dir")
     lora_who = ((results.get("stages") or {}).get("lora") or {}).get("who") or {}
     if merged:
-        targets.append(Target("transformers", "transformers", ModelSpec(str(_resolve(run_dir, merged))), {}))
+        targets.append(Target(hf, hf, ModelSpec(str(_resolve(run_dir, merged))), {}))
     elif lora_who.get("path") and lora_who.get("adapter"):
         in_run = run_dir / "adapter"
         adapter_dir = str(in_run if in_run.is_dir() else _resolve(run_dir, lora_who["adapter"]))
         spec = ModelSpec(lora_who["path"], adapter=adapter_dir)
-        targets.append(Target("transformers", "transformers", spec, {}))
+        targets.append(Target(hf, hf, spec, {}))
     files = export.get("files") or {}
     adapters = [e for e in files.values() if e.get("kind") == "lora"]
     adapter = str(_checked(run_dir, adapters[0], verify)) if adapters else None
     tokenizer = str(_resolve(run_dir, merged)) if merged else None
-    for name, entry in files.items():
-        if entry.get("kind", "model") != "model" or not str(entry.get("path", "")).endswith(".gguf"):
-            continue
+    models = {name: entry for name, entry in files.items()
+              if entry.get("kind", "model") == "model" and str(entry.get("path", "")).endswith(".gguf")}
+    gguf = registry.engine_for("gguf", gguf_backend).name if models else None
+    for name, entry in models.items():
         path = _checked(run_dir, entry, verify)
-        targets.append(Target(f"llamacpp:{entry.get('quant') or name}", "llamacpp",
+        targets.append(Target(f"{gguf}:{entry.get('quant') or name}", gguf,
                               ModelSpec(str(path), adapter=adapter, tokenizer=tokenizer), {}))
     if not targets:
         raise LrlError(f"{run_dir}: the run has no trained student to benchmark (no lora stage, no export)")

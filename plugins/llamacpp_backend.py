@@ -261,5 +261,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:
 
 @hookimpl
 def register_backends(register):
-    register("llamacpp", factory, description="llama-cpp-python on CPU, loading a GGUF file (greedy)",
+    register("llamacpp", factory, runs=("gguf",), description="llama-cpp-python on CPU, loading a GGUF file (greedy)",
              options=OPTIONS)

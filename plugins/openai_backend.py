@@ -353,4 +353,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> OpenAIBackend:
 
 @hookimpl
 def register_backends(register):
-    register("openai", factory, description="any OpenAI-compatible server (official openai client, async, streamed)")
+    register("openai", factory, runs=("server",),
+             description="any OpenAI-compatible server (official openai client, async, streamed)")

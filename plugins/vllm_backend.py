@@ -220,4 +220,4 @@ def factory(model: ModelSpec, options: dict | None = None) -> VllmBackend:
 
 @hookimpl
 def register_backends(register):
-    register("vllm", factory, description="vLLM offline engine on a CUDA GPU (compute capability >= 7.0)")
+    register("vllm", factory, runs=("hf",), description="vLLM offline engine on a CUDA GPU (compute capability >= 7.0)")

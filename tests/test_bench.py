@@ -63,9 +63,9 @@ class StandIns:
     @staticmethod
     @hookimpl
     def register_backends(register):
-        for name in ("transformers", "llamacpp", "openai"):
+        for name, runs in (("transformers", "hf"), ("llamacpp", "gguf"), ("openai", "server")):
             register(name, lambda model, options, _n=name: StandInBackend(_n, model, options),
-                     description="stand-in for tests")
+                     description="stand-in for tests", runs=(runs,))
 
 
 @pytest.fixture

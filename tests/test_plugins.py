@@ -46,6 +46,25 @@ def test_a_third_party_backend_is_one_small_module():
     assert registry.get("backend", "echo").factory is EchoBackend
 
 
+def test_engines_are_chosen_by_what_they_load_not_by_name():
+    registry = Registry(make_plugin_manager())
+    assert registry.engine_for("hf").name == "transformers"  # this project's own, first by name
+    assert registry.engine_for("gguf").name == "llamacpp"
+    # a third-party GGUF engine joins: chosen when named, the project's own stays the default
+    plugin = make_plugin(register_backends=lambda register: register(
+        "ggml-other", lambda model, options: None, description="x", runs=("gguf",)))
+    registry = Registry(make_plugin_manager(plugins=[plugin]))
+    assert registry.engine_for("gguf", "ggml-other").name == "ggml-other"
+    assert registry.engine_for("gguf").name == "llamacpp"
+    with pytest.raises(UnknownPluginError, match="backend 'openai' does not load gguf models"):
+        registry.engine_for("gguf", "openai")
+    with pytest.raises(UnknownPluginError, match="no backend loads onnx models"):
+        registry.engine_for("onnx")
+    # alone, it is the one
+    alone = Registry(make_plugin_manager(plugins=[plugin], blocked={"llamacpp-backend"}))
+    assert alone.engine_for("gguf").name == "ggml-other"
+
+
 def test_unknown_plugin_lists_the_available_ones():
     registry = Registry(make_plugin_manager())
     with pytest.raises(UnknownPluginError, match=r"unknown teacher 'gpt-9'; available: .*solver"):
