@@ -192,21 +192,22 @@ def rescore_command(obj: Context, results_file, task_name, out, explain):
     extractor and solver, and show the corrected metrics next to the recorded ones."""
     from .report import rescore_data
     from .rescore import changed, explain_line, rescore
-    from .results import write_json
+    from .results import as_results, write_results
     from .tables import print_tables
 
     rescored = rescore(results_file, obj.task(task_name))
     if explain:
         for stage, record in changed(rescored):
             click.echo(explain_line(stage, record))
-    extras = rescored["provenance"].get("source_metadata") or {}
-    facts = [f"{k}={v}" for extra in extras.values() if isinstance(extra, dict)
+    typed = as_results(rescored, "re-graded results")
+    extras = typed.provenance.source_metadata if typed.provenance else None
+    facts = [f"{k}={v}" for extra in (extras or {}).values() if isinstance(extra, dict)
              for k, v in extra.items() if isinstance(v, (str, int, float))]
     if facts:
         click.echo("source metadata: " + ", ".join(facts))
-    print_tables([rescore_data(rescored, title=f"Re-graded: {results_file.name}")])
+    print_tables([rescore_data(typed, title=f"Re-graded: {results_file.name}")])
     if out:
-        write_json(out, rescored)
+        write_results(out, rescored)
         click.echo(f"wrote {out}")
 
 

@@ -165,8 +165,10 @@ def as_results(data, path: Path | str = "results"):
 
 
 def write_results(path: Path, results) -> None:
-    """Check ``results`` (a ``schema.Results`` or JSON data in our format) and write it atomically."""
-    write_json(path, results if hasattr(results, "model_dump") else as_results(results, path) and results)
+    """Write ``results`` (a ``schema.Results``, or JSON data in our format, checked first) atomically."""
+    if not hasattr(results, "model_dump"):
+        as_results(results, path)
+    write_json(path, results)
 
 
 def _dump(results) -> dict:
