@@ -244,7 +244,7 @@ def describe_error(exc) -> str:
         missing = [str(e["loc"][-1]) for e in errors if e["loc"][:-1] == parent]
         return f"{_where(parent) or 'the file'} lacks {', '.join(missing)}"
     error = wrong[0]
-    ctx = error.get("ctx") or {}
+    ctx = error.get("ctx", {})
     loc = (*error["loc"], ctx["field"]) if "field" in ctx else error["loc"]
     if error["type"] == "lacks":
         return f"{_where(loc) or 'the file'} {error['msg']}"
