@@ -48,7 +48,7 @@ def build_cli(pm) -> click.Group:
         count and a 95% interval."""
         ctx.obj = Context(pm)
 
-    for command in (run, problems, rescore_command, plugins_command):
+    for command in (run, problems, rescore_command, plugins_command, schema_command):
         cli.add_command(command)
     for impl in pm.hook.register_commands.get_hookimpls():
         try:
@@ -239,6 +239,17 @@ def plugins_command(obj: Context, as_json):
                   "(comma-separated).", highlight=False)
     for f in failures:
         console.print(f"[red]failed to load[/red] {f['name']} ({f['module']}): {f['error']}", highlight=False)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+@click.command("schema")
+def schema_command():
+    """Print the JSON Schema of a results file (schema version 2; version-1 files are read too)."""
+    from .schema import Results
+
+    click.echo(json.dumps(Results.model_json_schema(by_alias=True), indent=2))
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -171,11 +171,9 @@ def write_results(path: Path, results) -> None:
     write_json(path, results)
 
 
-def _dump(results) -> dict:
-    data = results.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    if "stages" in type(results).model_fields:
-        data = {"schema": SCHEMA, "schema_version": results.schema_version, **data}
-    return data
+def _dump(model) -> dict:
+    """A model's JSON data: what was read or set, nothing filled in by a default."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def _read_ours(path: Path) -> dict:

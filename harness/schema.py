@@ -311,8 +311,8 @@ class Results(Identity):
     """An lrl-harness results file (``results.json`` of a run, or the output of ``lrl bench`` and
     ``lrl rescore``)."""
 
-    schema_id: Literal[SCHEMA] = Field(SCHEMA, alias="schema")
-    schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
+    schema_id: Literal[SCHEMA] = Field(alias="schema")
+    schema_version: Literal[SCHEMA_VERSION]
     config: dict[str, Any] | None = None
     config_hash: str | None = None
     provenance: Provenance | None = None
