@@ -17,9 +17,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LrlError, ResultsFileError, path_error
+
+if TYPE_CHECKING:
+    from .schema import Results
 
 SCHEMA = "lrl-harness/results"
 SCHEMA_VERSION = 2
@@ -136,7 +139,7 @@ def split_original(data) -> tuple[dict, dict] | None:
 # --- reading ours -------------------------------------------------------------------------------
 
 
-def read_results(path: Path):
+def read_results(path: Path) -> Results:
     """Read one of our results files: a ``schema.Results``, version 1 files upgraded; a clear one-line
     ResultsFileError for anything else (naming the file and, for a wrong type, the field)."""
     data = _read_ours(path)
@@ -151,7 +154,7 @@ def load_results(path: Path) -> dict:
     return data
 
 
-def as_results(data, path: Path | str = "results"):
+def as_results(data: Results | dict, path: Path | str = "results") -> Results:
     """``data`` as a ``schema.Results``: a results model as it is, JSON data in our format (a dict a
     writer is about to write, say) checked like a file read from ``path``; the dict is not changed."""
     from .schema import Results
@@ -164,7 +167,7 @@ def as_results(data, path: Path | str = "results"):
     return _typed(_check_ours(data, path), path)
 
 
-def write_results(path: Path, results) -> None:
+def write_results(path: Path, results: Results | dict) -> None:
     """Write ``results`` (a ``schema.Results``, or JSON data in our format, checked first) atomically."""
     if not hasattr(results, "model_dump"):
         as_results(results, path)
@@ -194,7 +197,7 @@ def _check_ours(data: dict, path) -> dict:
     return upgrade_v1(data) if version == 1 else data
 
 
-def _typed(data: dict, path):
+def _typed(data: dict, path) -> Results:
     from pydantic import ValidationError
 
     from .schema import Results
@@ -317,8 +320,7 @@ def validate_any(path: Path) -> Any:
     one line, never half-way through its work. Returns its JSON data (ours upgraded to version 2)."""
     data = read_json(path)
     if is_ours(data):
-        load = _check_ours(data, path)
-        _typed(load, path)
+        _typed(_check_ours(data, path), path)
     elif (original := split_original(data)) is not None:
         validate_original(original[0], path)  # its stages; extras such as `metadata` are kept as they are
     return data

@@ -37,9 +37,9 @@ from .score_schema import (
 )
 
 __all__ = ["Results", "Benchmarks", "BenchEntry", "LevelBlock", "Load", "Latency", "Throughput", "Memory",
-           "Ratio", "Machine", "Provenance", "Transfer", "Training", "Cost", "Export", "Parity", "ParityEntry",
-           "OriginalStage", "AnyRecord", "Record", "Recorded", "ScoreBlock", "StageBlock", "Identity", "Usage",
-           "Who"]
+           "Paired", "Ratio", "Machine", "Provenance", "Transfer", "Training", "Cost", "Export", "Parity",
+           "ParityEntry", "OriginalStage", "AnyRecord", "Record", "Recorded", "ScoreBlock", "StageBlock",
+           "Identity", "Usage", "Who"]
 
 
 # --- benchmarks -------------------------------------------------------------------------------
