@@ -23,7 +23,8 @@ from .metrics import (
     stratified_mcnemar_one_sided,
     wilson_upper_one_sided,
 )
-from .results import atomic_write_text, load_results
+from .results import as_results, atomic_write_text, read_results
+from .schema import BenchEntry, Record, Results, ScoreBlock
 
 IDENTITY_KEYS = ("task", "preset", "split")
 
@@ -37,8 +38,8 @@ class ItemCheck:
 
     kind: str  # "stage" or "backend"
     name: str
-    baseline: dict
-    new: dict
+    baseline: ScoreBlock
+    new: ScoreBlock
     paired: int = 0
     right_to_wrong: int = 0
     wrong_to_right: int = 0
@@ -104,10 +105,10 @@ class CheckReport:
             b, n = item.baseline, item.new
             rows.append([
                 item.label,
-                f"{b['accuracy']:.3f} -> {n['accuracy']:.3f}",
-                f"{b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}",
-                f"{b['unparsed']} -> {n['unparsed']}",
-                f"{item.paired}/{n['total']}",
+                f"{b.accuracy:.3f} -> {n.accuracy:.3f}",
+                f"{b.balanced_accuracy:.3f} -> {n.balanced_accuracy:.3f}",
+                f"{b.unparsed} -> {n.unparsed}",
+                f"{item.paired}/{n.total}",
                 str(item.right_to_wrong) if item.paired else "-",
                 str(item.wrong_to_right) if item.paired else "-",
                 f"{_p(item.accuracy_p)} / {_p(item.balanced_p)}",
@@ -150,9 +151,9 @@ def _p(value: float | None) -> str:
 
 def _figures(item: ItemCheck) -> str:
     b, n = item.baseline, item.new
-    text = (f"balanced accuracy {b['balanced_accuracy']:.3f} -> {n['balanced_accuracy']:.3f}, "
-            f"accuracy {b['accuracy']:.3f} -> {n['accuracy']:.3f}, "
-            f"unparsed {b['unparsed']} -> {n['unparsed']}, {item.paired} paired problems")
+    text = (f"balanced accuracy {b.balanced_accuracy:.3f} -> {n.balanced_accuracy:.3f}, "
+            f"accuracy {b.accuracy:.3f} -> {n.accuracy:.3f}, "
+            f"unparsed {b.unparsed} -> {n.unparsed}, {item.paired} paired problems")
     if item.latency_ratio is not None:
         text += f", latency {item.latency_ratio:.2f}x"
     return text
@@ -161,13 +162,14 @@ def _figures(item: ItemCheck) -> str:
 # --- the check --------------------------------------------------------------------------------
 
 
-def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float = 0.05,
+def check(results: Results | dict, baseline: Results | dict, tolerance: float = 0.02, alpha: float = 0.05,
           latency_ratio: float | None = None) -> CheckReport:
     """Compare ``results`` with ``baseline`` over the stages and benchmarked backends both hold.
 
     Raises LrlError when the two are not comparable (different task, preset or split) or share nothing.
     """
     check_arguments(tolerance, alpha, latency_ratio)
+    results, baseline = as_results(results), as_results(baseline, "baseline")
     notes = _check_comparable(results, baseline)
     if latency_ratio is not None:
         notes += _check_same_machine(results, baseline)
@@ -190,7 +192,7 @@ def check(results: dict, baseline: dict, tolerance: float = 0.02, alpha: float =
 
 def check_files(results_path: Path, baseline_path: Path, **options) -> CheckReport:
     """``check`` on two results files (a missing or corrupt file raises ResultsFileError)."""
-    return check(load_results(Path(results_path)), load_results(Path(baseline_path)), **options)
+    return check(read_results(Path(results_path)), read_results(Path(baseline_path)), **options)
 
 
 def check_arguments(tolerance: float, alpha: float, latency_ratio: float | None) -> None:
@@ -203,50 +205,46 @@ def check_arguments(tolerance: float, alpha: float, latency_ratio: float | None)
         raise LrlError(f"--latency-ratio must be positive, got {latency_ratio}")
 
 
-def _check_comparable(results: dict, baseline: dict) -> list[str]:
+def _check_comparable(results: Results, baseline: Results) -> list[str]:
     """LrlError for a different task, preset or split; notes on lesser differences (prompt version)."""
     pairs = [("", results, baseline)]
-    if isinstance(results.get("benchmarks"), dict) and isinstance(baseline.get("benchmarks"), dict):
-        pairs.append(("benchmark ", results["benchmarks"], baseline["benchmarks"]))
+    if results.benchmarks is not None and baseline.benchmarks is not None:
+        pairs.append(("benchmark ", results.benchmarks, baseline.benchmarks))
     for where, new, base in pairs:
         for key in IDENTITY_KEYS:
-            if new.get(key) is not None and base.get(key) is not None and new[key] != base[key]:
-                raise LrlError(f"cannot compare: the results are for {where}{key} {new[key]!r} but the "
-                               f"baseline is for {base[key]!r}")
+            new_value, base_value = getattr(new, key), getattr(base, key)
+            if new_value is not None and base_value is not None and new_value != base_value:
+                raise LrlError(f"cannot compare: the results are for {where}{key} {new_value!r} but the "
+                               f"baseline is for {base_value!r}")
     notes = []
-    new_version = (results.get("provenance") or {}).get("prompt_version")
-    base_version = (baseline.get("provenance") or {}).get("prompt_version")
+    new_version, base_version = _prompt_version(results), _prompt_version(baseline)
     if new_version and base_version and new_version != base_version:
         notes.append(f"prompt version differs: {base_version} (baseline) -> {new_version}")
     return notes
 
 
-def _check_same_machine(results: dict, baseline: dict) -> list[str]:
+def _prompt_version(results: Results) -> str | None:
+    return results.provenance.prompt_version if results.provenance else None
+
+
+def _check_same_machine(results: Results, baseline: Results) -> list[str]:
     """Latency only compares on the same hardware and software: LrlError when both benches carry a
     comparability key and the keys differ; a loud note when either lacks one."""
-    keys = [((data.get("benchmarks") or {}).get("comparability") or {}) for data in (results, baseline)]
-    if not all(k.get("key") for k in keys):
+    new, base = (data.benchmarks.comparability if data.benchmarks else None for data in (results, baseline))
+    if not (new and new.key and base and base.key):
         return ["WARNING: latency compared without a comparability key on both sides (older bench?); "
                 "the two may come from different machines or software"]
-    new, base = keys
-    if new["key"] == base["key"]:
+    if new.key == base.key:
         return []
-    fields = new.get("fields") or {}
-    differ = sorted(k for k in set(fields) | set(base.get("fields") or {})
-                    if fields.get(k) != (base.get("fields") or {}).get(k))
+    new_fields, base_fields = new.fields or {}, base.fields or {}
+    differ = sorted(k for k in set(new_fields) | set(base_fields) if new_fields.get(k) != base_fields.get(k))
     raise LrlError(f"cannot compare latency: the baseline was measured on another machine or software "
-                   f"(comparability key {base['key']} vs {new['key']}; differs in: {', '.join(differ) or '?'})")
+                   f"(comparability key {base.key} vs {new.key}; differs in: {', '.join(differ) or '?'})")
 
 
-def _comparable_blocks(data: dict) -> dict[tuple[str, str], dict]:
-    blocks = {("stage", name): block for name, block in (data.get("stages") or {}).items()}
-    backends = ((data.get("benchmarks") or {}).get("backends") or {})
-    blocks.update({("backend", name): block for name, block in backends.items()})
-    for (kind, name), block in blocks.items():
-        missing = [k for k in ("total", "correct", "accuracy", "balanced_accuracy", "unparsed")
-                   if not isinstance(block, dict) or k not in block]
-        if missing:
-            raise LrlError(f"corrupt results: {kind} {name!r} lacks {', '.join(missing)}")
+def _comparable_blocks(data: Results) -> dict[tuple[str, str], ScoreBlock]:
+    blocks: dict[tuple[str, str], ScoreBlock] = {("stage", name): block for name, block in data.stages.items()}
+    blocks.update({("backend", name): block for name, block in data.backends.items()})
     return blocks
 
 
@@ -254,31 +252,31 @@ def _names(blocks: dict) -> list[str]:
     return [item_label(kind, name) for kind, name in blocks]
 
 
-def _pairs(base: dict, new: dict) -> list[tuple[dict, dict]]:
+def _pairs(base: ScoreBlock, new: ScoreBlock) -> list[tuple[Record, Record]]:
     """Records of the same problem in both: same id and, where both record it, the same problem text.
 
     The text matters: two splits drawn with different sizes reuse ids like ``easy_0`` for other problems.
     """
-    base_by_id = {r["problem_id"]: r for r in base.get("results") or [] if "problem_id" in r}
+    base_by_id = {r.problem_id: r for r in base.results}
     pairs = []
-    for r in new.get("results") or []:
-        b = base_by_id.get(r.get("problem_id"))
+    for r in new.results:
+        b = base_by_id.get(r.problem_id)
         if b is None:
             continue
-        if b.get("problem") is not None and r.get("problem") is not None and b["problem"] != r["problem"]:
+        if b.problem is not None and r.problem is not None and b.problem != r.problem:
             continue
         pairs.append((b, r))
     return pairs
 
 
-def _compare(kind: str, name: str, base: dict, new: dict, tolerance: float, alpha: float,
+def _compare(kind: str, name: str, base: ScoreBlock, new: ScoreBlock, tolerance: float, alpha: float,
              latency_limit: float | None) -> ItemCheck:
     """The paired test is used only when every new problem has its pair: a handful of pairs would
     give a weak test where the two whole samples give a strong one."""
     item = ItemCheck(kind, name, base, new)
     pairs = _pairs(base, new)
-    new_count = len(new.get("results") or [])
-    if not pairs and new_count and base.get("results"):
+    new_count = len(new.results)
+    if not pairs and new_count and base.results:
         item.warnings.append(f"{item.label}: no problem in common with the baseline (0 of {new_count} paired): "
                              "the two were run on different problems, so only their overall figures are "
                              "compared; re-run on the baseline's split to compare problem by problem")
@@ -290,25 +288,25 @@ def _compare(kind: str, name: str, base: dict, new: dict, tolerance: float, alph
         acc_significant, bal_significant, evidence = _paired_test(item, pairs, alpha)
     else:
         acc_significant, bal_significant, evidence = _unpaired_test(item, base, new, alpha)
-    acc_drop = base["accuracy"] - new["accuracy"]
-    bal_drop = base["balanced_accuracy"] - new["balanced_accuracy"]
+    acc_drop = base.accuracy - new.accuracy
+    bal_drop = base.balanced_accuracy - new.balanced_accuracy
     if acc_drop > tolerance and acc_significant or bal_drop > tolerance and bal_significant:
         first, second = ("balanced_accuracy", "accuracy") if bal_drop >= acc_drop else ("accuracy",
                                                                                         "balanced_accuracy")
         item.failures.append(
-            f"{first.replace('_', ' ')} {base[first]:.3f} -> {new[first]:.3f} "
-            f"({second.replace('_', ' ')} {base[second]:.3f} -> {new[second]:.3f}, {evidence})")
+            f"{first.replace('_', ' ')} {getattr(base, first):.3f} -> {getattr(new, first):.3f} "
+            f"({second.replace('_', ' ')} {getattr(base, second):.3f} -> {getattr(new, second):.3f}, {evidence})")
     _check_unparsed(item, base, new)
     if latency_limit is not None:
         _check_latency(item, base, new, latency_limit)
     return item
 
 
-def _paired_test(item: ItemCheck, pairs: list[tuple[dict, dict]], alpha: float) -> tuple[bool, bool, str]:
+def _paired_test(item: ItemCheck, pairs: list[tuple[Record, Record]], alpha: float) -> tuple[bool, bool, str]:
     """Exact one-sided McNemar tests on the paired problems: (accuracy fell, balanced accuracy fell, text)."""
     item.paired = len(pairs)
-    item.right_to_wrong = sum(1 for b, n in pairs if b["correct"] and not n["correct"])
-    item.wrong_to_right = sum(1 for b, n in pairs if n["correct"] and not b["correct"])
+    item.right_to_wrong = sum(1 for b, n in pairs if b.correct and not n.correct)
+    item.wrong_to_right = sum(1 for b, n in pairs if n.correct and not b.correct)
     item.accuracy_p = mcnemar_one_sided(item.right_to_wrong, item.wrong_to_right)
     item.balanced_p = _stratified_p(pairs)
     evidence = (f"McNemar p={_p(item.accuracy_p)}, stratified by label p={_p(item.balanced_p)}, "
@@ -317,58 +315,56 @@ def _paired_test(item: ItemCheck, pairs: list[tuple[dict, dict]], alpha: float) 
     return item.accuracy_p < alpha, item.balanced_p < alpha, evidence
 
 
-def _unpaired_test(item: ItemCheck, base: dict, new: dict, alpha: float) -> tuple[bool, bool, str]:
+def _unpaired_test(item: ItemCheck, base: ScoreBlock, new: ScoreBlock, alpha: float) -> tuple[bool, bool, str]:
     """Is the baseline figure above the new result's one-sided upper bound? (accuracy, balanced, text)"""
-    item.accuracy_upper = wilson_upper_one_sided(new["correct"], new["total"], alpha)
+    item.accuracy_upper = wilson_upper_one_sided(new.correct, new.total, alpha)
     evidence = (f"no paired problems; the new accuracy's one-sided {1 - alpha:.0%} Wilson upper bound is "
                 f"{item.accuracy_upper:.3f}")
     bal_significant = False
-    records = new.get("results") or []
-    if records:
-        item.balanced_upper = balanced_accuracy_bounds(records, alpha)[1]
-        bal_significant = base["balanced_accuracy"] > item.balanced_upper
+    if new.results:
+        graded = [{"expected": r.expected, "correct": r.correct} for r in new.results]
+        item.balanced_upper = balanced_accuracy_bounds(graded, alpha)[1]
+        bal_significant = base.balanced_accuracy > item.balanced_upper
         evidence += f", balanced accuracy's {item.balanced_upper:.3f}"
     else:
         item.notes.append("balanced accuracy not tested: no per-problem results")
-    return base["accuracy"] > item.accuracy_upper, bal_significant, evidence + f", n={new['total']}"
+    return base.accuracy > item.accuracy_upper, bal_significant, evidence + f", n={new.total}"
 
 
-def _stratified_p(pairs: list[tuple[dict, dict]]) -> float:
+def _stratified_p(pairs: list[tuple[Record, Record]]) -> float:
     worse: dict[str, int] = {}
     better: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for b, n in pairs:
-        label = b["expected"]
+        label = b.expected
         sizes[label] = sizes.get(label, 0) + 1
-        worse[label] = worse.get(label, 0) + (b["correct"] and not n["correct"])
-        better[label] = better.get(label, 0) + (n["correct"] and not b["correct"])
+        worse[label] = worse.get(label, 0) + (b.correct and not n.correct)
+        better[label] = better.get(label, 0) + (n.correct and not b.correct)
     return stratified_mcnemar_one_sided(worse, better, sizes)
 
 
-def _check_unparsed(item: ItemCheck, base: dict, new: dict) -> None:
+def _check_unparsed(item: ItemCheck, base: ScoreBlock, new: ScoreBlock) -> None:
     """Counts when both answered as many problems; rates otherwise."""
-    if base["total"] == new["total"]:
-        if new["unparsed"] > base["unparsed"]:
-            item.failures.append(f"unparsed answers rose {base['unparsed']} -> {new['unparsed']} "
-                                 f"of {new['total']}")
+    if base.total == new.total:
+        if new.unparsed > base.unparsed:
+            item.failures.append(f"unparsed answers rose {base.unparsed} -> {new.unparsed} of {new.total}")
         return
-    base_rate = base["unparsed"] / base["total"] if base["total"] else 0.0
-    new_rate = new["unparsed"] / new["total"] if new["total"] else 0.0
+    base_rate = base.unparsed / base.total if base.total else 0.0
+    new_rate = new.unparsed / new.total if new.total else 0.0
     if new_rate > base_rate:
-        item.failures.append(f"unparsed rate rose {base_rate:.3f} ({base['unparsed']}/{base['total']}) -> "
-                             f"{new_rate:.3f} ({new['unparsed']}/{new['total']})")
+        item.failures.append(f"unparsed rate rose {base_rate:.3f} ({base.unparsed}/{base.total}) -> "
+                             f"{new_rate:.3f} ({new.unparsed}/{new.total})")
 
 
-def mean_latency(block: dict) -> float | None:
+def mean_latency(block: ScoreBlock) -> float | None:
     """Mean seconds per problem: a benchmark entry's measured mean, else the mean of its records."""
-    latency = block.get("latency")
-    if isinstance(latency, dict) and latency.get("mean_s") is not None:
-        return latency["mean_s"]
-    values = [r["latency_s"] for r in block.get("results") or [] if r.get("latency_s") is not None]
+    if isinstance(block, BenchEntry) and block.latency is not None and block.latency.mean_s is not None:
+        return block.latency.mean_s
+    values = [r.latency_s for r in block.results if r.latency_s is not None]
     return sum(values) / len(values) if values else None
 
 
-def _check_latency(item: ItemCheck, base: dict, new: dict, limit: float) -> None:
+def _check_latency(item: ItemCheck, base: ScoreBlock, new: ScoreBlock, limit: float) -> None:
     base_s, new_s = mean_latency(base), mean_latency(new)
     if not base_s or new_s is None:
         item.notes.append("latency not compared: no latency recorded")

@@ -48,7 +48,7 @@ def build_cli(pm) -> click.Group:
         count and a 95% interval."""
         ctx.obj = Context(pm)
 
-    for command in (run, problems, rescore_command, plugins_command):
+    for command in (run, problems, rescore_command, plugins_command, schema_command):
         cli.add_command(command)
     for impl in pm.hook.register_commands.get_hookimpls():
         try:
@@ -194,21 +194,22 @@ def rescore_command(obj: Context, results_file, task_name, out, explain):
     extractor and solver, and show the corrected metrics next to the recorded ones."""
     from .report import rescore_data
     from .rescore import changed, explain_line, rescore
-    from .results import write_json
+    from .results import as_results, write_results
     from .tables import print_tables
 
     rescored = rescore(results_file, obj.task(task_name))
     if explain:
         for stage, record in changed(rescored):
             click.echo(explain_line(stage, record))
-    extras = rescored["provenance"].get("source_metadata") or {}
-    facts = [f"{k}={v}" for extra in extras.values() if isinstance(extra, dict)
+    typed = as_results(rescored, "re-graded results")
+    extras = typed.provenance.source_metadata if typed.provenance else None
+    facts = [f"{k}={v}" for extra in (extras or {}).values() if isinstance(extra, dict)
              for k, v in extra.items() if isinstance(v, (str, int, float))]
     if facts:
         click.echo("source metadata: " + ", ".join(facts))
-    print_tables([rescore_data(rescored, title=f"Re-graded: {results_file.name}")])
+    print_tables([rescore_data(typed, title=f"Re-graded: {results_file.name}")])
     if out:
-        write_json(out, rescored)
+        write_results(out, rescored)
         click.echo(f"wrote {out}")
 
 
@@ -241,6 +242,17 @@ def plugins_command(obj: Context, as_json):
                   "(comma-separated).", highlight=False)
     for f in failures:
         console.print(f"[red]failed to load[/red] {f['name']} ({f['module']}): {f['error']}", highlight=False)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+@click.command("schema")
+def schema_command():
+    """Print the JSON Schema of a results file (schema version 2; version-1 files are read too)."""
+    from .schema import Results
+
+    click.echo(json.dumps(Results.model_json_schema(by_alias=True), indent=2))
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -374,14 +374,11 @@ def _load_with_llama_cpp(path: Path) -> None:
 def _resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
     """(model dir, adapter or None, default output dir) for a run directory or a model directory."""
     if (target / "results.json").is_file():
-        from .results import load_results
+        from .results import read_results
 
-        results = load_results(target / "results.json")
-        model = None
-        for stage in ("lora", "student_baseline"):
-            model = ((results["stages"].get(stage) or {}).get("who") or {}).get("path")
-            if model:
-                break
+        stages = read_results(target / "results.json").stages
+        whos = [stages[stage].who for stage in ("lora", "student_baseline") if stage in stages]
+        model = next((who.path for who in whos if who is not None and who.path), None)
         if not model:
             raise LrlError(f"{target}: this run has no student stage, so there is no model to export")
         adapter = target / "adapter"

@@ -1,5 +1,5 @@
 """Reports of a results file: the same tables in the terminal (rich), in Markdown and in a static HTML
-page, with PNG plots (matplotlib, no display needed).
+page, with the PNG plots of ``plots``.
 
 Every accuracy is shown beside the majority-class baseline, the balanced accuracy, the unparsed count
 and its Wilson 95% interval: an accuracy alone says little on a split where one answer dominates.
@@ -11,7 +11,20 @@ import html
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .results import STAGE_LABELS, STAGES, atomic_write_text
+from .results import STAGES, as_results, atomic_write_text
+from .schema import (
+    BenchEntry,
+    Identity,
+    Latency,
+    LevelBlock,
+    Memory,
+    Paired,
+    Results,
+    ScoreBlock,
+    StageBlock,
+    Throughput,
+    Who,
+)
 from .tables import TableData
 from .tables import print_tables as print_tables  # re-exported: bench imports it from here
 
@@ -30,49 +43,53 @@ EXPLANATION = (
 # --- what the tables hold ---------------------------------------------------------------------
 
 
-def ordered_stages(results: dict) -> list[tuple[str, dict]]:
-    stages = results.get("stages") or {}
+def ordered_stages(results: Results | dict) -> list[tuple[str, StageBlock]]:
+    """The stages in pipeline order, then any others in the file's order."""
+    stages = as_results(results).stages
     names = [s for s in STAGES if s in stages] + [s for s in stages if s not in STAGES]
     return [(name, stages[name]) for name in names]
 
 
-def describe_who(who) -> str:
+def describe_who(who: Who | dict | str | None) -> str:
     """A short name for what produced a stage: ``tiny on transformers``, ``claude (claude-3-5-haiku)``."""
     if not who:
         return "-"
     if isinstance(who, str):
         return who
-    if who.get("student"):
-        return f"{who['student']} on {who['backend']}" if who.get("backend") else str(who["student"])
-    if who.get("teacher"):
-        model = who.get("model")
-        return f"{who['teacher']} ({model})" if model and model != who["teacher"] else str(who["teacher"])
-    for key in ("name", "model", "backend"):
-        if who.get(key):
-            return str(who[key])
-    return "-"
+    if isinstance(who, dict):
+        who = Who.model_construct(**who)
+    if who.student:
+        return f"{who.student} on {who.backend}" if who.backend else str(who.student)
+    if who.teacher:
+        return f"{who.teacher} ({who.model})" if who.model and who.model != who.teacher else str(who.teacher)
+    return next((str(value) for value in (who.name, who.model, who.backend) if value), "-")
 
 
-def _accuracy_cells(block: dict) -> list[str]:
-    lo, hi = block.get("ci95") or (0.0, 1.0)
-    return [f"{block['accuracy']:.3f}", f"{block['balanced_accuracy']:.3f}",
-            f"{block['majority_baseline']:.3f} ({block.get('majority_label') or '-'})",
-            f"{block['unparsed']}", str(block.get("truncated", "-")), f"{lo:.3f}-{hi:.3f}", str(block["total"])]
+def _accuracy_cells(block: ScoreBlock) -> list[str]:
+    lo, hi = block.ci95 or (0.0, 1.0)
+    return [f"{block.accuracy:.3f}", f"{block.balanced_accuracy:.3f}",
+            f"{block.majority_baseline:.3f} ({block.majority_label or '-'})",
+            f"{block.unparsed}", _count(block.truncated), f"{lo:.3f}-{hi:.3f}", str(block.total)]
 
 
-def stage_data(results: dict) -> TableData:
-    rows = [[name, describe_who(block.get("who")), *_accuracy_cells(block)]
-            for name, block in ordered_stages(results)]
-    return TableData(_title("Accuracy by stage", results), ("stage", "who", *ACCURACY_COLUMNS), rows)
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
-def difficulty_data(results: dict) -> TableData:
+def stage_data(results: Results | dict) -> TableData:
+    results = as_results(results)
+    rows = [[name, describe_who(block.who), *_accuracy_cells(block)] for name, block in ordered_stages(results)]
+    return TableData(table_title("Accuracy by stage", results), ("stage", "who", *ACCURACY_COLUMNS), rows)
+
+
+def difficulty_data(results: Results | dict) -> TableData:
+    stages = ordered_stages(results)
     difficulties: list[str] = []
-    for _, block in ordered_stages(results):
-        difficulties += [d for d in block.get("by_difficulty") or {} if d not in difficulties]
+    for _, block in stages:
+        difficulties += [d for d in block.by_difficulty or {} if d not in difficulties]
     rows = []
-    for name, block in ordered_stages(results):
-        by = block.get("by_difficulty") or {}
+    for name, block in stages:
+        by = block.by_difficulty or {}
         rows.append([name, *(_difficulty_cell(by[d]) if d in by else "-" for d in difficulties)])
     return TableData("Accuracy / balanced accuracy by difficulty", ("stage", *difficulties), rows,
                      text_columns=1)
@@ -82,65 +99,59 @@ RESCORE_COLUMNS = ("recorded acc.", "accuracy", "balanced acc.", "majority basel
                    "wrong->right", "right->wrong", "95% CI", "n")
 
 
-def rescore_data(results: dict, title: str | None = None) -> TableData:
+def rescore_data(results: Results | dict, title: str | None = None) -> TableData:
     """Re-graded stages beside their recorded figures (``lrl rescore``): recorded and re-graded accuracy,
     balanced accuracy, majority baseline, unparsed, truncated and the grades changed each way."""
+    results = as_results(results)
     rows = []
     for name, block in ordered_stages(results):
-        recorded = (block.get("recorded") or {}).get("accuracy")
-        changes = block.get("grade_changes") or {}
-        lo, hi = block.get("ci95") or (0.0, 1.0)
-        rows.append([name, "-" if recorded is None else f"{recorded:.3f}", f"{block['accuracy']:.3f}",
-                     f"{block['balanced_accuracy']:.3f}",
-                     f"{block['majority_baseline']:.3f} ({block.get('majority_label') or '-'})",
-                     str(block["unparsed"]), str(block.get("truncated", 0)),
+        recorded = block.recorded.accuracy if block.recorded else None
+        changes = block.grade_changes or {}
+        lo, hi = block.ci95 or (0.0, 1.0)
+        rows.append([name, "-" if recorded is None else f"{recorded:.3f}", f"{block.accuracy:.3f}",
+                     f"{block.balanced_accuracy:.3f}",
+                     f"{block.majority_baseline:.3f} ({block.majority_label or '-'})",
+                     str(block.unparsed), _count(block.truncated),
                      str(changes.get("wrong->right", 0)), str(changes.get("right->wrong", 0)),
-                     f"{lo:.3f}-{hi:.3f}", str(block["total"])])
-    return TableData(title or _title("Re-graded against the recorded grades", results),
+                     f"{lo:.3f}-{hi:.3f}", str(block.total)])
+    return TableData(title or table_title("Re-graded against the recorded grades", results),
                      ("stage", *RESCORE_COLUMNS), rows, text_columns=1)
 
 
-def _difficulty_cell(block: dict) -> str:
-    return f"{block['accuracy']:.3f} / {block['balanced_accuracy']:.3f} (n={block['total']})"
+def _difficulty_cell(block: ScoreBlock) -> str:
+    return f"{block.accuracy:.3f} / {block.balanced_accuracy:.3f} (n={block.total})"
 
 
-def _backends(results: dict) -> dict:
-    return ((results.get("benchmarks") or {}).get("backends")) or {}
-
-
-def _model_name(entry: dict) -> str:
-    model = entry.get("model") or {}
-    path = model.get("name") or model.get("path") or ""
+def _model_name(entry: BenchEntry) -> str:
+    model = entry.model
+    path = (model.name or model.path or "") if model else ""
     name = (Path(path).name or path) if path else "-"
-    return f"{name} + adapter {Path(model['adapter']).name}" if model.get("adapter") else name
+    return f"{name} + adapter {Path(model.adapter).name}" if model and model.adapter else name
 
 
-def benchmark_accuracy_data(results: dict) -> TableData:
-    bench = results.get("benchmarks") or {}
-    rows = [[label, _model_name(entry), *_accuracy_cells(entry)]
-            for label, entry in _backends(results).items()]
-    return TableData(_title("Benchmark: accuracy by backend", bench), ("backend", "model", *ACCURACY_COLUMNS),
-                     rows)
+def benchmark_accuracy_data(results: Results | dict) -> TableData:
+    results = as_results(results)
+    rows = [[label, _model_name(entry), *_accuracy_cells(entry)] for label, entry in results.backends.items()]
+    return TableData(table_title("Benchmark: accuracy by backend", results.benchmarks),
+                     ("backend", "model", *ACCURACY_COLUMNS), rows)
 
 
-def benchmark_speed_data(results: dict) -> TableData:
+def benchmark_speed_data(results: Results | dict) -> TableData:
     rows = []
-    for label, entry in _sequential_backends(results).items():
-        lat, ttft = entry.get("latency") or {}, entry.get("ttft") or {}
-        rows.append([label, _ms(lat.get("mean_s")), _ms(lat.get("p50_s")), _ms(lat.get("p95_s")),
-                     _ms(ttft.get("mean_s")), _ms(ttft.get("p50_s")),
-                     _num((entry.get("throughput") or {}).get("problems_per_s"), 2)])
+    for label, entry in sequential_backends(as_results(results)).items():
+        lat, ttft, thr = entry.latency or Latency(), entry.ttft or Latency(), entry.throughput or Throughput()
+        rows.append([label, _ms(lat.mean_s), _ms(lat.p50_s), _ms(lat.p95_s), _ms(ttft.mean_s), _ms(ttft.p50_s),
+                     _num(thr.problems_per_s, 2)])
     return TableData("Benchmark: speed by backend (one problem at a time)", SPEED_COLUMNS, rows,
                      text_columns=1)
 
 
-def benchmark_resource_data(results: dict) -> TableData:
+def benchmark_resource_data(results: Results | dict) -> TableData:
     rows = []
-    for label, entry in _backends(results).items():
-        thr, mem = entry.get("throughput") or {}, entry.get("memory") or {}
-        rows.append([label, _num(thr.get("prefill_tokens_per_s")), _num(thr.get("decode_tokens_per_s")),
-                     _num(entry.get("load_s"), 2), _num(mem.get("peak_rss_mib")),
-                     _num(mem.get("gpu_max_allocated_mib"))])
+    for label, entry in as_results(results).backends.items():
+        thr, mem = entry.throughput or Throughput(), entry.memory or Memory()
+        rows.append([label, _num(thr.prefill_tokens_per_s), _num(thr.decode_tokens_per_s), _num(entry.load_s, 2),
+                     _num(mem.peak_rss_mib), _num(mem.gpu_max_allocated_mib)])
     return TableData("Benchmark: throughput and memory by backend", RESOURCE_COLUMNS, rows, text_columns=1)
 
 
@@ -149,43 +160,42 @@ LOAD_COLUMNS = ("backend", "level", "accuracy", "vs ref. (p)", "e2e p50 ms", "e2
                 "peak in flight", "goodput")
 
 
-def _sequential_backends(results: dict) -> dict:
-    return {k: v for k, v in _backends(results).items() if "levels" not in v}
+def sequential_backends(results: Results) -> dict[str, BenchEntry]:
+    return {k: v for k, v in results.backends.items() if v.levels is None}
 
 
-def _load_backends(results: dict) -> dict:
-    return {k: v for k, v in _backends(results).items() if "levels" in v}
+def load_backends(results: Results) -> dict[str, BenchEntry]:
+    return {k: v for k, v in results.backends.items() if v.levels is not None}
 
 
-def measured_levels(entry: dict) -> list[tuple[str, dict]]:
-    return [(key, block) for key, block in (entry.get("levels") or {}).items() if "load" in block]
+def measured_levels(entry: BenchEntry) -> list[tuple[str, LevelBlock]]:
+    """The load levels of ``entry`` that were measured (not skipped), in order."""
+    return [(key, block) for key, block in (entry.levels or {}).items() if block.load is not None]
 
 
-def load_data(results: dict) -> TableData:
+def load_data(results: Results | dict) -> TableData:
     """One row per target and load level: accuracy (and its paired difference from the reference level),
     latency distributions, throughput, errors, retries, measured peak in flight and goodput."""
     rows = []
-    for label, entry in _load_backends(results).items():
+    for label, entry in load_backends(as_results(results)).items():
         for key, block in measured_levels(entry):
-            load, paired = block["load"], block.get("paired_vs_reference") or {}
-            lost = paired.get("only_a_correct", 0) - paired.get("only_b_correct", 0)
-            versus = "ref." if key == entry.get("reference_level") else f"{-lost:+d} ({paired.get('mcnemar_p', 1):.2g})"
-            goodput = (load.get("goodput") or {}).get("share_of_requests")
-            rows.append([label, key, f"{block['accuracy']:.3f}", versus,
-                         _ms(load["e2e"]["p50_s"]), _ms(load["e2e"]["p99_s"]), _ms(load["ttft"]["p50_s"]),
-                         _ms(load["ttft"]["p99_s"]), _ms(load["itl"]["p50_s"]), _ms(load["tpot"]["p50_s"]),
-                         _num(load["requests_per_s"], 2), _num(load["output_tokens_per_s"]),
-                         str(load["errors"]), str(load["retries"]), str(load["peak_in_flight"]),
-                         "-" if goodput is None else f"{goodput:.2f}"])
+            load, paired = block.load, block.paired_vs_reference or Paired()
+            lost = paired.only_a_correct - paired.only_b_correct
+            versus = "ref." if key == entry.reference_level else f"{-lost:+d} ({paired.mcnemar_p:.2g})"
+            goodput = load.goodput.share_of_requests if load.goodput else None
+            rows.append([label, key, f"{block.accuracy:.3f}", versus, _ms(load.e2e.p50_s), _ms(load.e2e.p99_s),
+                         _ms(load.ttft.p50_s), _ms(load.ttft.p99_s), _ms(load.itl.p50_s), _ms(load.tpot.p50_s),
+                         _num(load.requests_per_s, 2), _num(load.output_tokens_per_s), str(load.errors),
+                         str(load.retries), str(load.peak_in_flight), "-" if goodput is None else f"{goodput:.2f}"])
     return TableData("Benchmark: under load (accuracy vs reference level: correct answers gained, McNemar p)",
                      LOAD_COLUMNS, rows)
 
 
-def ratio_data(results: dict) -> TableData:
-    ratios = (results.get("benchmarks") or {}).get("ratios") or {}
-    rows = [[pair, _num(r.get("latency_mean"), 2) + "x", _interval(r.get("latency_mean_ci95")),
-             _num(r.get("latency_p50"), 2) + "x", _num(r.get("problems_per_s"), 2) + "x"]
-            for pair, r in ratios.items()]
+def ratio_data(results: Results | dict) -> TableData:
+    benchmarks = as_results(results).benchmarks
+    ratios = (benchmarks.ratios if benchmarks else None) or {}
+    rows = [[pair, _num(r.latency_mean, 2) + "x", _interval(r.latency_mean_ci95), _num(r.latency_p50, 2) + "x",
+             _num(r.problems_per_s, 2) + "x"] for pair, r in ratios.items()]
     return TableData("Benchmark: ratios (A/B)", ("A/B", "latency mean", "95% bootstrap", "latency p50",
                                                  "problems/s"), rows, text_columns=1)
 
@@ -194,10 +204,12 @@ def _interval(bounds) -> str:
     return "-" if not bounds else f"{bounds[0]:.2f}-{bounds[1]:.2f}x"
 
 
-def _title(base: str, where: dict, sep: str = " ") -> str:
+def table_title(base: str, where: Identity | None, sep: str = " ") -> str:
     """``base`` and what was measured: ``Accuracy by stage (meeting-rooms, balanced preset, test split)``."""
-    parts = [str(where["task"])] if where.get("task") else []
-    parts += [f"{where[k]} {k}" for k in ("preset", "split") if where.get(k)]
+    if where is None:
+        return base
+    parts = [where.task] if where.task else []
+    parts += [f"{value} {key}" for key, value in (("preset", where.preset), ("split", where.split)) if value]
     return f"{base}{sep}({', '.join(parts)})" if parts else base
 
 
@@ -212,256 +224,65 @@ def _num(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_table(results: dict):
+def summary_table(results: Results | dict):
     """The stage table as a rich Table: stage, who, accuracy, balanced acc., majority baseline,
     unparsed, 95% CI, n."""
     return stage_data(results).rich()
 
 
-def benchmark_tables(results: dict) -> list:
+def benchmark_tables(results: Results | dict) -> list:
     """Rich tables of the benchmarks (accuracy, speed, ratios); empty when there are none."""
-    return [t.rich() for t in _benchmark_data(results)]
+    return [t.rich() for t in _benchmark_data(as_results(results))]
 
 
-def _benchmark_data(results: dict) -> list[TableData]:
-    if not _backends(results):
+def _benchmark_data(results: Results) -> list[TableData]:
+    if not results.backends:
         return []
     tables = [benchmark_accuracy_data(results)]
-    if _sequential_backends(results):
+    if sequential_backends(results):
         tables.append(benchmark_speed_data(results))
-    if _load_backends(results):
+    if load_backends(results):
         tables.append(load_data(results))
     tables.append(benchmark_resource_data(results))
-    if (results.get("benchmarks") or {}).get("ratios"):
+    if results.benchmarks.ratios:
         tables.append(ratio_data(results))
     return tables
 
 
-def all_tables(results: dict) -> list[TableData]:
+def all_tables(results: Results | dict) -> list[TableData]:
+    """Every table of the report: stages (and re-grading), then benchmarks."""
+    results = as_results(results)
     tables = []
-    if results.get("stages"):
+    if results.stages:
         tables += [stage_data(results), difficulty_data(results)]
-        if any("recorded" in block for _, block in ordered_stages(results)):
+        if any(block.recorded is not None for block in results.stages.values()):
             tables.append(rescore_data(results))
     return tables + _benchmark_data(results)
-
-
-# --- plots ------------------------------------------------------------------------------------
-
-
-def _bar_figure(groups: int):
-    """A figure wide enough for ``groups`` groups of bars, and its axes."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(6.0, 1.7 * groups + 2), 4.8), dpi=110)
-    return fig, fig.add_subplot()
-
-
-def _save_bar_figure(fig, ax, title: str, path: Path) -> None:
-    """The title, a horizontal grid behind the bars and the legend below them; then the PNG file."""
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _accuracy_plot(path: Path, title: str, names: list[str], blocks: list[dict]) -> None:
-    """Grouped bars: accuracy with its Wilson 95% interval, balanced accuracy beside it, and each
-    group's majority baseline as a dashed line across the group."""
-    width = 0.38
-    fig, ax = _bar_figure(len(names))
-    for i, block in enumerate(blocks):
-        acc, bal = block["accuracy"], block["balanced_accuracy"]
-        lo, hi = block.get("ci95") or (acc, acc)
-        ax.bar(i - width / 2, acc, width, color="#4878a8", yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], capsize=4,
-               ecolor="#222222", label="accuracy (95% Wilson CI)" if i == 0 else None)
-        ax.bar(i + width / 2, bal, width, color="#e0a040", label="balanced accuracy" if i == 0 else None)
-        ax.hlines(block["majority_baseline"], i - width - 0.06, i + width + 0.06, colors="#c03030",
-                  linestyles="dashed", linewidth=2, label="majority baseline" if i == 0 else None)
-        for x, value, top in ((i - width / 2, acc, hi), (i + width / 2, bal, bal)):  # inside: clear of lines
-            inside = value > 0.1
-            ax.text(x, 0.02 if inside else top + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=8,
-                    color="white" if inside else "black", fontweight="bold" if inside else "normal")
-    ticks = [f"{name}\nn={b['total']}, unparsed {b['unparsed']}"
-             for name, b in zip(names, blocks, strict=True)]
-    ax.set_xticks(range(len(names)), ticks, fontsize=8)
-    ax.set_ylim(0, 1.12)
-    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel("fraction of problems")
-    _save_bar_figure(fig, ax, title, path)
-
-
-def _latency_plot(path: Path, title: str, backends: dict) -> None:
-    """Mean, median and 95th-percentile latency per problem, by backend (milliseconds)."""
-    names = list(backends)
-    series = (("mean_s", "mean", "#4878a8"), ("p50_s", "median", "#80a8d0"),
-              ("p95_s", "95th percentile", "#e0a040"))
-    width = 0.26
-    fig, ax = _bar_figure(len(names))
-    top = 0.0
-    for j, (key, label, color) in enumerate(series):
-        values = [((backends[n].get("latency") or {}).get(key) or 0.0) * 1000 for n in names]
-        top = max([top, *values])
-        xs = [i + (j - 1) * width for i in range(len(names))]
-        ax.bar(xs, values, width, color=color, label=label)
-        for x, v in zip(xs, values, strict=True):
-            ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-    labels = []
-    for n in names:
-        pps = (backends[n].get("throughput") or {}).get("problems_per_s")
-        labels.append(f"{n}\n{pps:.2f} problems/s" if pps else n)
-    ax.set_xticks(range(len(names)), labels, fontsize=8)
-    ax.set_ylim(0, top * 1.15 or 1.0)
-    ax.set_ylabel("latency per problem (ms)")
-    _save_bar_figure(fig, ax, title, path)
-
-
-def _loss_plot(path: Path, title: str, training: dict) -> None:
-    """The LoRA training loss (mean per logged window of optimizer steps) against the step."""
-    from matplotlib.figure import Figure
-
-    steps, losses = zip(*training["loss_curve"], strict=True)
-    fig = Figure(figsize=(6.0, 4.0), dpi=110)
-    ax = fig.add_subplot()
-    ax.plot(steps, losses, marker=".", color=_COLORS[0])
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss per answer token (log scale)")
-    ax.text(0.98, 0.95, f"first logged {losses[0]:.3f}, last {losses[-1]:.3f}", transform=ax.transAxes,
-            ha="right", va="top", fontsize=8, bbox={"facecolor": "white", "edgecolor": "#cccccc"})
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def write_plots(results: dict, out_dir: Path) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {}
-    stages = ordered_stages(results)
-    if stages:
-        plots["accuracy_by_stage"] = out_dir / "accuracy_by_stage.png"
-        _accuracy_plot(plots["accuracy_by_stage"], _title("Accuracy by stage", results, "\n"),
-                       [STAGE_LABELS.get(name, name) for name, _ in stages], [b for _, b in stages])
-    training = results.get("training") if isinstance(results.get("training"), dict) else {}
-    if training.get("loss_curve"):
-        plots["loss_curve"] = out_dir / "loss_curve.png"
-        what = [f"{training.get('examples')} examples", f"{training.get('steps')} steps"]
-        recipe = ((results.get("stages") or {}).get("lora") or {}).get("recipe")
-        what += [f"recipe {recipe}"] if recipe else []
-        _loss_plot(plots["loss_curve"], f"LoRA training loss\n({', '.join(what)})", training)
-    backends = _backends(results)
-    if backends:
-        bench = results.get("benchmarks") or {}
-        plots["accuracy_by_backend"] = out_dir / "accuracy_by_backend.png"
-        _accuracy_plot(plots["accuracy_by_backend"], _title("Accuracy by backend", bench, "\n"),
-                       list(backends), list(backends.values()))
-        sequential = _sequential_backends(results)
-        if sequential:
-            plots["latency_by_backend"] = out_dir / "latency_by_backend.png"
-            _latency_plot(plots["latency_by_backend"], _title("Latency per problem by backend", bench, "\n"),
-                          sequential)
-        under_load = _load_backends(results)
-        if under_load:
-            plots["load_curve"] = out_dir / "load_curve.png"
-            _load_curve_plot(plots["load_curve"], _title("Load curve", bench, "\n"), under_load)
-            plots["accuracy_vs_latency"] = out_dir / "accuracy_vs_latency.png"
-            _accuracy_latency_plot(plots["accuracy_vs_latency"], _title("Accuracy against latency", bench, "\n"),
-                                   under_load)
-    return plots
-
-
-_COLORS = ("#4878a8", "#e0a040", "#50a060", "#c03030", "#8060b0", "#808080")
-
-
-def _load_curve_plot(path: Path, title: str, backends: dict) -> None:
-    """Throughput (answered requests per second) against p50 (solid) and p99 (dashed) end-to-end latency,
-    one line per target through its load levels."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8.0, 5.0 + 0.2 * len(backends)), dpi=110)
-    ax = fig.add_subplot()
-    for i, (label, entry) in enumerate(backends.items()):
-        color = _COLORS[i % len(_COLORS)]
-        points = sorted(((b["load"]["requests_per_s"] or 0.0, b["load"]["e2e"], key)
-                         for key, b in measured_levels(entry)), key=lambda p: p[0])
-        xs = [p[0] for p in points]
-        p50 = [(p[1]["p50_s"] or 0.0) * 1000 for p in points]
-        p99 = [(p[1]["p99_s"] or 0.0) * 1000 for p in points]
-        ax.plot(xs, p50, "o-", color=color, label=f"{label} p50")
-        ax.plot(xs, p99, "s--", color=color, alpha=0.8, label=f"{label} p99")
-        for x, y, (_, _, key) in zip(xs, p99, points, strict=True):
-            ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-    ax.set_xlabel("throughput (answered requests per second)")
-    ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the level labels above the highest point
-    ax.set_xlim(left=0)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _accuracy_latency_plot(path: Path, title: str, backends: dict) -> None:
-    """Accuracy (Wilson 95% interval) against median end-to-end latency, every target at every measured
-    level, with the majority baseline: the deployable targets sit top left."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 5.0), dpi=110)
-    ax = fig.add_subplot()
-    baselines = set()
-    for i, (label, entry) in enumerate(backends.items()):
-        color = _COLORS[i % len(_COLORS)]
-        levels = measured_levels(entry)
-        ax.plot([(b["load"]["e2e"]["p50_s"] or 0.0) * 1000 for _, b in levels], [b["accuracy"] for _, b in levels],
-                "-", color=color, alpha=0.4, linewidth=1)
-        for j, (key, block) in enumerate(levels):
-            x = (block["load"]["e2e"]["p50_s"] or 0.0) * 1000
-            acc = block["accuracy"]
-            lo, hi = block.get("ci95") or (acc, acc)
-            ax.errorbar([x], [acc], yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], fmt="o", color=color,
-                        capsize=3, label=label if j == 0 else None)
-            if len(levels) > 1:  # a target measured at one level is named by the legend alone
-                ax.annotate(key, (x, acc), textcoords="offset points", xytext=(6, -10 - 9 * j), fontsize=7,
-                            color=color)  # staggered: levels of one target often sit at nearly the same latency
-            baselines.add(round(block["majority_baseline"], 4))
-    for k, base in enumerate(sorted(baselines)):
-        ax.axhline(base, color="#c03030", linestyle="dashed", linewidth=1.5,
-                   label="majority baseline" if k == 0 else None)
-    ax.set_xlabel("median end-to-end latency (ms)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.05)
-    ax.set_xlim(left=0)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
 
 
 # --- documents --------------------------------------------------------------------------------
 
 
-def _facts(results: dict) -> list[tuple[str, str]]:
-    provenance = results.get("provenance") or {}
-    machine = provenance.get("machine") or (results.get("benchmarks") or {}).get("machine") or {}
-    gpu = machine.get("gpu") or {}
+def _facts(results: Results) -> list[tuple[str, str]]:
+    provenance = results.provenance
+    machine = (provenance.machine if provenance else None) or (results.benchmarks.machine if results.benchmarks
+                                                                else None)
+    gpu = machine.gpu if machine else None
     facts = [
-        ("task", results.get("task")), ("preset", results.get("preset")), ("split", results.get("split")),
-        ("config hash", results.get("config_hash")), ("prompt version", provenance.get("prompt_version")),
-        ("created", provenance.get("created")),
-        ("CPU", f"{machine['cpu']} ({machine.get('cores')} cores)" if machine.get("cpu") else None),
-        ("GPU", f"{gpu['name']} (compute {gpu.get('compute_capability')})" if gpu.get("name") else None),
+        ("task", results.task), ("preset", results.preset), ("split", results.split),
+        ("config hash", results.config_hash), ("prompt version", provenance.prompt_version if provenance else None),
+        ("created", provenance.created if provenance else None),
+        ("CPU", f"{machine.cpu} ({machine.cores} cores)" if machine and machine.cpu else None),
+        ("GPU", f"{gpu.name} (compute {gpu.compute_capability})" if gpu and gpu.name else None),
     ]
     return [(k, str(v)) for k, v in facts if v]
 
 
-def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
+def write_report(results: Results | dict, out_dir: Path) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; return their paths by name."""
+    from .plots import write_plots
+
+    results = as_results(results)
     out_dir = Path(out_dir)
     plots = write_plots(results, out_dir)
     tables = all_tables(results)
@@ -483,7 +304,7 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>lrl-harness report: {html.escape(str(results.get("task") or ""))}</title>
+<title>lrl-harness report: {html.escape(results.task or "")}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }}

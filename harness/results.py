@@ -1,28 +1,14 @@
-"""The results JSON: one schema, one writer (atomic), one reader (ours and the original experiment's).
+"""The results file: one writer (atomic), one reader of ours (schema checked, version 1 upgraded) and
+one of the original experiment's published format.
 
-Layout (schema_version 1)::
+The schema itself is declared in ``schema.py`` (``lrl schema`` prints it as JSON Schema): a results
+file is ``{"schema": "lrl-harness/results", "schema_version": 2, "task", "preset", "split", "config",
+"config_hash", "provenance", "stages": {name: score block with its records}, "teacher", "transfer",
+"training", "export", "parity", "cost", "benchmarks"}``. ``read_results`` returns it typed (a
+``schema.Results``); ``load_results`` returns the same file checked, as plain JSON data. Version 1
+files read as version 2 (``upgrade_v1``); writers write version 2.
 
-    {
-      "schema": "lrl-harness/results", "schema_version": 1,
-      "task": "meeting-rooms", "preset": "balanced", "split": "test",
-      "config": {...every option...}, "config_hash": "...",
-      "provenance": {"packages": {...}, "machine": {...}, "seeds": {...},
-                     "strategy_sha256": ..., "transfer_sha256": ..., "adapter_sha256": ...,
-                     "prompt_version": ..., "prompt_hashes": {...}},
-      "stages": {
-        "student_baseline": {"stage": ..., "label": ..., "total", "correct", "accuracy",
-                             "balanced_accuracy", "majority_baseline", "majority_label", "unparsed",
-                             "ci95": [lo, hi], "by_difficulty": {"EASY": {same block}, ...},
-                             "who": {...model/teacher info...}, "elapsed_s": ...,
-                             "results": [{"problem_id", "difficulty", "problem", ...the problem's data,
-                                          "expected", "answer" (YES/NO/null = unparsed), "correct",
-                                          "response", "finish_reason", "truncated", "prompt_sha256",
-                                          "prompt_tokens", "completion_tokens", "latency_s", "ttft_s",
-                                          "cached"?, "usage"?}, ...]},  (evaluate.Record)
-        "teacher_baseline": ..., "bootstrap": ..., "lrl": ..., "lora": ...
-      },
-      "training": {...}, "export": {...}, "cost": {...}, "benchmarks": {...}, "parity": {...}
-    }
+pydantic is imported only when a file is checked, so that importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -31,12 +17,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LrlError, ResultsFileError, path_error
 
+if TYPE_CHECKING:
+    from .schema import Results
+
 SCHEMA = "lrl-harness/results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STAGES = ("student_baseline", "teacher_baseline", "bootstrap", "lrl", "lora")
 STAGE_LABELS = {
     "student_baseline": "Student baseline",
@@ -91,6 +81,9 @@ def check_writable(path: Path, folder: bool = False) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write JSON data (or a results model) to ``path`` atomically, indented."""
+    if hasattr(data, "model_dump"):
+        data = _dump(data)
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
@@ -103,6 +96,7 @@ def _json_default(obj):
 
 
 def read_json(path: Path) -> Any:
+    """The JSON data in ``path``; ResultsFileError in one line for a missing, unreadable or invalid file."""
     path = Path(path)
     if not path.exists():
         raise ResultsFileError(f"{path}: no such file")
@@ -117,6 +111,7 @@ def read_json(path: Path) -> Any:
 
 
 def new_results(**fields) -> dict:
+    """A new results file in the current schema version, with no stages yet."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **fields, "stages": {}}
 
 
@@ -141,159 +136,191 @@ def split_original(data) -> tuple[dict, dict] | None:
     return stages, {k: v for k, v in data.items() if k not in stages}
 
 
+# --- reading ours -------------------------------------------------------------------------------
+
+
+def read_results(path: Path) -> Results:
+    """Read one of our results files: a ``schema.Results``, version 1 files upgraded; a clear one-line
+    ResultsFileError for anything else (naming the file and, for a wrong type, the field)."""
+    data = _read_ours(path)
+    return _typed(data, path)
+
+
 def load_results(path: Path) -> dict:
-    """Read one of our results files, checking the schema; a clear error for anything else."""
-    data = read_json(path)
-    if not is_ours(data):
-        raise ResultsFileError(f"{path}: not an lrl-harness results file (no schema {SCHEMA!r})")
-    _check_ours(data, path)
+    """Read one of our results files as plain JSON data, checked against the schema exactly as
+    ``read_results`` checks it (version 1 files upgraded)."""
+    data = _read_ours(path)
+    _typed(data, path)
     return data
 
 
-def _check_ours(data: dict, path: Path) -> None:
+def as_results(data: Results | dict, path: Path | str = "results") -> Results:
+    """``data`` as a ``schema.Results``: a results model as it is, JSON data in our format (a dict a
+    writer is about to write, say) checked like a file read from ``path``; the dict is not changed."""
+    from .schema import Results
+
+    if isinstance(data, Results):
+        return data
+    data = json.loads(json.dumps(data, default=_json_default))
+    if not is_ours(data):
+        raise ResultsFileError(f"{path}: not an lrl-harness results file (no schema {SCHEMA!r})")
+    return _typed(_check_ours(data, path), path)
+
+
+def write_results(path: Path, results: Results | dict) -> None:
+    """Write ``results`` (a ``schema.Results``, or JSON data in our format, checked first) atomically."""
+    if not hasattr(results, "model_dump"):
+        as_results(results, path)
+    write_json(path, results)
+
+
+def _dump(model) -> dict:
+    """A model's JSON data: what was read or set, nothing filled in by a default."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _read_ours(path: Path) -> dict:
+    data = read_json(path)
+    if not is_ours(data):
+        raise ResultsFileError(f"{path}: not an lrl-harness results file (no schema {SCHEMA!r})")
+    return _check_ours(data, path)
+
+
+def _check_ours(data: dict, path) -> dict:
+    """``data`` with a readable version and a stages object, version 1 upgraded in place."""
     version = data.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
-        raise ResultsFileError(f"{path}: schema version {data.get('schema_version')!r} is not supported "
-                               f"(this lrl-harness reads {SCHEMA_VERSION})")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise ResultsFileError(f"{path}: schema version {version!r} is not supported "
+                               f"(this lrl-harness reads {' and '.join(map(str, READABLE_VERSIONS))})")
     if not isinstance(data.get("stages"), dict):
         raise ResultsFileError(f"{path}: corrupt results file: 'stages' is missing or not an object")
-    validate_results(data, path)
+    return upgrade_v1(data) if version == 1 else data
 
 
-# --- the declared schema, checked on every read ---------------------------------------------------
+def _typed(data: dict, path) -> Results:
+    from pydantic import ValidationError
 
-_COUNTS = ("total", "correct", "unparsed")
-_RATES = ("accuracy", "balanced_accuracy", "majority_baseline")
-_RECORD_REQUIRED = ("problem_id", "expected", "answer", "correct")
-_RECORD_TEXT = ("problem_id", "difficulty", "problem", "expected", "answer", "response")
-_TOP_OBJECTS = ("config", "provenance", "teacher", "transfer", "training", "export", "parity", "cost",
-                "benchmarks")
+    from .schema import Results
 
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-class _Checker:
-    def __init__(self, path):
-        self.path = path
-
-    def fail(self, where: str, want: str, value) -> None:
-        got = repr(value) if _is_number(value) else _kind(value)
-        raise ResultsFileError(f"{self.path}: {where} must be {want}, not {got}")
-
-    def score_block(self, where: str, block, records: bool = True) -> None:
-        if not isinstance(block, dict):
-            self.fail(where, "an object", block)
-        missing = [key for key in _COUNTS + _RATES if key not in block]
-        if missing:
-            raise ResultsFileError(f"{self.path}: {where} lacks {', '.join(missing)}")
-        for key in _COUNTS:
-            if not (isinstance(block[key], int) and not isinstance(block[key], bool) and block[key] >= 0):
-                self.fail(f"{where}.{key}", "a non-negative integer", block[key])
-        for key in _RATES:
-            value = block[key]
-            if not (_is_number(value) and 0 <= value <= 1):
-                self.fail(f"{where}.{key}", "a number from 0 to 1", value)
-        if block.get("majority_label") is not None and not isinstance(block["majority_label"], str):
-            self.fail(f"{where}.majority_label", "a string", block["majority_label"])
-        ci = block.get("ci95")
-        if "ci95" in block and ci is not None and not (
-                isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)):
-            self.fail(f"{where}.ci95", "a list of two numbers", ci)
-        if "elapsed_s" in block and block["elapsed_s"] is not None and not _is_number(block["elapsed_s"]):
-            self.fail(f"{where}.elapsed_s", "a number", block["elapsed_s"])
-        by = block.get("by_difficulty")
-        if "by_difficulty" in block and by is not None:
-            if not isinstance(by, dict):
-                self.fail(f"{where}.by_difficulty", "an object", by)
-            for name, sub in by.items():
-                self.score_block(f"{where}.by_difficulty.{name}", sub, records=False)
-        if records and "results" in block:
-            self.records(f"{where}.results", block["results"], _RECORD_REQUIRED)
-        for key in ("who", "usage", "latency", "ttft", "throughput", "memory", "model"):
-            if block.get(key) is not None and not isinstance(block[key], dict):
-                self.fail(f"{where}.{key}", "an object", block[key])
-        for key in ("latency", "ttft", "throughput", "memory"):
-            for name, value in (block.get(key) or {}).items():
-                if value is not None and not _is_number(value) and not isinstance(value, (dict, list, str)):
-                    self.fail(f"{where}.{key}.{name}", "a number", value)
-                if isinstance(value, str) and name.endswith(("_s", "_per_s", "_mib")):
-                    self.fail(f"{where}.{key}.{name}", "a number", value)
-
-    def records(self, where: str, records, required: tuple[str, ...] = ()) -> None:
-        if not isinstance(records, list):
-            self.fail(where, "a list", records)
-        for i, r in enumerate(records):
-            at = f"{where}[{i}]"
-            if not isinstance(r, dict):
-                self.fail(at, "an object", r)
-            missing = [key for key in required if key not in r]
-            if missing:
-                raise ResultsFileError(f"{self.path}: {at} lacks {', '.join(missing)}")
-            if required and not isinstance(r["correct"], bool):
-                self.fail(f"{at}.correct", "true or false", r["correct"])
-            for key in _RECORD_TEXT:
-                if r.get(key) is not None and not isinstance(r[key], str):
-                    if key == "problem_id" and isinstance(r[key], int) and not isinstance(r[key], bool):
-                        continue
-                    self.fail(f"{at}.{key}", "a string", r[key])
-            if "correct" in r and r["correct"] is not None and not isinstance(r["correct"], bool):
-                self.fail(f"{at}.correct", "true or false", r["correct"])
-            for key in ("latency_s", "prompt_tokens", "completion_tokens"):
-                if r.get(key) is not None and not _is_number(r[key]):
-                    self.fail(f"{at}.{key}", "a number", r[key])
+    try:
+        return Results.model_validate(data)
+    except ValidationError as exc:
+        raise ResultsFileError(f"{path}: {describe_error(exc)}") from None
 
 
 def validate_results(data: dict, path: Path | str = "results") -> None:
-    """Check an lrl-harness results file against the declared schema (the layout above): a wrong type
+    """Check JSON data in our format against the declared schema (``schema.Results``): a wrong type
     raises ResultsFileError naming the field and the file."""
-    check = _Checker(path)
-    for key in ("task", "preset", "split", "config_hash"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            check.fail(key, "a string", data[key])
-    for key in _TOP_OBJECTS:
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            check.fail(key, "an object", data[key])
-    if "elapsed_s" in data and data["elapsed_s"] is not None and not _is_number(data["elapsed_s"]):
-        check.fail("elapsed_s", "a number", data["elapsed_s"])
-    for name, block in data["stages"].items():
-        check.score_block(f"stages.{name}", block)
-    bench = data.get("benchmarks") or {}
-    for key in ("backends", "ratios"):
-        if bench.get(key) is not None and not isinstance(bench[key], dict):
-            check.fail(f"benchmarks.{key}", "an object", bench[key])
-    for name, block in (bench.get("backends") or {}).items():
-        check.score_block(f"benchmarks.backends.{name}", block)
-    for name, ratio in (bench.get("ratios") or {}).items():
-        if not isinstance(ratio, dict):
-            check.fail(f"benchmarks.ratios.{name}", "an object", ratio)
-        for key, value in ratio.items():
-            if value is not None and not _is_number(value) and not isinstance(value, (str, dict, list)):
-                check.fail(f"benchmarks.ratios.{name}.{key}", "a number", value)
+    as_results(data, path)
+
+
+# --- errors in one line -------------------------------------------------------------------------
+
+_WANT = {"float_type": "a number", "int_type": "an integer", "string_type": "a string", "bool_type": "true or false",
+         "list_type": "a list", "tuple_type": "a list", "dict_type": "an object", "model_type": "an object",
+         "model_attributes_type": "an object"}
+
+
+def _where(loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _kind(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def describe_error(exc) -> str:
+    """The first failure of ``exc`` (a pydantic ValidationError) in one line, naming the field, a wrong
+    value before a missing key: ``x.y must be a number, not 'fast'``, ``x lacks total, correct``."""
+    errors = exc.errors(include_url=False)
+    wrong = [e for e in errors if e["type"] != "missing"]
+    if not wrong:
+        parent = errors[0]["loc"][:-1]
+        missing = [str(e["loc"][-1]) for e in errors if e["loc"][:-1] == parent]
+        return f"{_where(parent) or 'the file'} lacks {', '.join(missing)}"
+    error = wrong[0]
+    ctx = error.get("ctx", {})
+    loc = (*error["loc"], ctx["field"]) if "field" in ctx else error["loc"]
+    if error["type"] == "lacks":
+        return f"{_where(loc) or 'the file'} {error['msg']}"
+    value = ctx.get("value", error["input"])
+    want = ctx.get("want") or _WANT.get(error["type"])
+    if want is None:
+        return f"{_where(loc)}: {error['msg']}"
+    return f"{_where(loc)} must be {want}, not {_kind(value)}"
+
+
+# --- version 1 ----------------------------------------------------------------------------------
+
+
+def upgrade_v1(data: dict) -> dict:
+    """A version-1 file as version 2, in place. Version 2 declares ``truncated`` in every score block
+    (stages, their difficulties, benchmarked targets and load levels, parity engines): where a
+    version-1 block lacks it, it is counted from the block's records (answers marked ``truncated`` or
+    stopped at the token limit), or null where the records do not say."""
+    blocks = list(data["stages"].values())
+    for section, key in (("benchmarks", "backends"), ("parity", "backends")):
+        owner = data.get(section)
+        entries = owner.get(key) if isinstance(owner, dict) else None
+        blocks += list(entries.values()) if isinstance(entries, dict) else []
+    for block in list(blocks):
+        levels = block.get("levels") if isinstance(block, dict) else None
+        if isinstance(levels, dict):
+            blocks += [b for b in levels.values() if isinstance(b, dict) and "load" in b]
+    for block in blocks:
+        _add_truncated(block)
+    data["schema_version"] = 2
+    return data
+
+
+def _add_truncated(block, records=None) -> None:
+    if not isinstance(block, dict):
+        return
+    records = block["results"] if isinstance(block.get("results"), list) else records
+    block.setdefault("truncated", _truncated(records))
+    by_difficulty = block.get("by_difficulty")
+    if isinstance(by_difficulty, dict):
+        for name, sub in by_difficulty.items():
+            same = None if records is None else [r for r in records if isinstance(r, dict)
+                                                 and r.get("difficulty", "UNKNOWN") == name]
+            _add_truncated(sub, same)
+
+
+def _truncated(records) -> int | None:
+    """How many ``records`` were cut off, or None unless every record says whether it was."""
+    if records is None or not all(isinstance(r, dict) and ("truncated" in r or "finish_reason" in r)
+                                  for r in records):
+        return None
+    return sum(1 for r in records if r.get("truncated") is True or r.get("finish_reason") == "length")
+
+
+# --- the original experiment's format -----------------------------------------------------------
 
 
 def validate_original(data: dict, path: Path | str = "results") -> None:
     """Check a results file in the original experiment's format: stage -> {accuracy, results: [...]}."""
-    check = _Checker(path)
-    for name, block in data.items():
-        for key in ("total", "correct", "accuracy"):
-            if block.get(key) is not None and not _is_number(block[key]):
-                check.fail(f"{name}.{key}", "a number", block[key])
-        check.records(f"{name}.results", block["results"])
+    from pydantic import TypeAdapter, ValidationError
+
+    from .schema import OriginalStage
+
+    try:
+        TypeAdapter(dict[str, OriginalStage]).validate_python(data)
+    except ValidationError as exc:
+        raise ResultsFileError(f"{path}: {describe_error(exc)}") from None
 
 
 def validate_any(path: Path) -> Any:
     """Read a results file of either format and check it; what a command is given is refused here in
-    one line, never half-way through its work."""
+    one line, never half-way through its work. Returns its JSON data (ours upgraded to version 2)."""
     data = read_json(path)
     if is_ours(data):
-        _check_ours(data, path)
+        _typed(_check_ours(data, path), path)
     elif (original := split_original(data)) is not None:
         validate_original(original[0], path)  # its stages; extras such as `metadata` are kept as they are
     return data
