@@ -21,7 +21,7 @@ _PUBLIC = {
     "Task": "types", "Teacher": "types", "Backend": "types", "StudentModel": "types",
     # what crosses it
     "Problem": "types", "Completion": "types", "GenerationSettings": "types", "ModelSpec": "types",
-    "TeacherRequest": "types",
+    "TeacherRequest": "types", "PluginContext": "types",
     # plugin options and errors
     "Option": "options", "check_options": "options",
     "LrlError": "errors", "ConfigError": "errors", "BackendUnavailableError": "errors",

@@ -25,14 +25,15 @@ def register_tasks(register):
 @hookspec
 def register_teachers(register):
     """Register teacher factories: ``register(name, factory)``; ``factory(task=..., options=...)``
-    returns a Teacher."""
+    returns a Teacher. A factory that also takes ``context`` gets a ``PluginContext`` (the plugin
+    registry, the cache folder, whether only cached answers may be used)."""
 
 
 @hookspec
 def register_students(register):
     """Register student factories: ``register(name, factory)``; ``factory(task=..., options=...,
     cache_dir=...)`` returns a StudentModel (a Hugging Face model directory or hub id, plus training
-    defaults)."""
+    defaults); one that also takes ``context`` gets a ``PluginContext``."""
 
 
 @hookspec

@@ -37,7 +37,17 @@ from .results import (
     new_results,
     write_json,
 )
-from .types import Completion, GenerationSettings, ModelSpec, Problem, StudentModel, TeacherRequest, sha256_text
+from .types import (
+    Completion,
+    GenerationSettings,
+    ModelSpec,
+    PluginContext,
+    Problem,
+    StudentModel,
+    TeacherRequest,
+    call_factory,
+    sha256_text,
+)
 
 TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
 STUDENT_STAGES = ("student_baseline", "lora")
@@ -276,6 +286,11 @@ class Pipeline:
         n = self.config.train_n if split == "train" else self.config.test_n
         return self.task.problems(self.config.preset, split, n, self._split_seed(split))
 
+    def _context(self) -> PluginContext:
+        from .paths import cache_dir
+
+        return PluginContext(registry=self.registry, cache_dir=cache_dir(), cache_only=self.cache_only)
+
     @property
     def teacher(self):
         if self._teacher is None:
@@ -284,9 +299,7 @@ class Pipeline:
                 "max_tokens", self.config.teacher_max_tokens)}
             if self.config.prices:
                 options.setdefault("prices", self.config.prices)
-            options["_registry"] = self.registry
-            options["_cache_only"] = self.cache_only
-            teacher = reg.factory(task=self.task, options=options)
+            teacher = call_factory(reg.factory, self._context(), task=self.task, options=options)
             if getattr(teacher, "is_language_model", False) and self.cache != "off":
                 from .cache import CachedTeacher  # only language-model answers cost money or time
 
@@ -312,7 +325,8 @@ class Pipeline:
             if self.config.recipe and takes_recipe:
                 options["recipe"] = self.config.recipe
             with _status(self.ui, f"preparing student {self.config.student}"):
-                student = reg.factory(task=self.task, options=options, cache_dir=cache_dir())
+                student = call_factory(reg.factory, self._context(), task=self.task, options=options,
+                                       cache_dir=cache_dir())
             if self.config.recipe and not takes_recipe:
                 from .recipes import apply_recipe, get_recipe
 

@@ -96,6 +96,31 @@ class StudentModel:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PluginContext:
+    """What the core hands a plugin factory that declares a ``context`` parameter, in place of
+    private keys in its options: the plugin registry (to load another plugin, e.g. a teacher that
+    runs a model on a backend), the cache folder, and whether only cached answers may be used."""
+
+    registry: Any = None
+    cache_dir: Any = None
+    cache_only: bool = False
+
+
+def call_factory(factory, context: PluginContext, **kwargs):
+    """``factory(**kwargs)``, with ``context=`` too when the factory takes it (older factories that
+    take only their documented arguments keep working)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "context" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs["context"] = context
+    return factory(**kwargs)
+
+
 @runtime_checkable
 class Task(Protocol):
     """A task plugin: its problems, its prompts and how its answers are graded. These are all the

@@ -252,13 +252,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_teacher(task=None, options: dict | None = None) -> AnthropicTeacher:
-    """Checks the options and the key before any work starts."""
+def make_teacher(task=None, options: dict | None = None, context=None) -> AnthropicTeacher:
+    """Checks the options and the key before any work starts (no key is needed when ``context`` says
+    only cached answers are used)."""
     options = options or {}
     values = read_options(options)
     load_prices(values["prices"])  # a bad price file fails now, not after the stage
     api_key = os.environ.get(KEY_ENV, "").strip() or None
-    if api_key is None and not options.get("_cache_only"):
+    if api_key is None and not getattr(context, "cache_only", False):
         raise ConfigError(f"teacher anthropic needs an API key: set {KEY_ENV} "
                           "(or replay cached answers with --cache-only)")
     return AnthropicTeacher(api_key=api_key, **values)

@@ -148,13 +148,13 @@ def _chat_template_option(value) -> bool | str:
     raise ConfigError(f"teacher model: option chat_template must be auto, true or false, got {value!r}")
 
 
-def make_teacher(task=None, options: dict | None = None) -> ModelTeacher:
-    """Checks the options, then loads the backend (the heavy part) before any request."""
+def make_teacher(task=None, options: dict | None = None, context=None) -> ModelTeacher:
+    """Checks the options, then loads the backend (the heavy part) before any request. The backend
+    comes from the plugin registry in ``context`` (a ``PluginContext``)."""
     options = dict(options or {})
-    registry = options.pop("_registry", None)
-    options = {k: v for k, v in options.items() if not k.startswith("_")}
+    registry = getattr(context, "registry", None)
     if registry is None:
-        raise ConfigError("teacher model needs the plugin registry (options['_registry']); "
+        raise ConfigError("teacher model needs the plugin registry (context=PluginContext(registry=...)); "
                           "run it through the pipeline")
     model = options.get("model")
     if not isinstance(model, str) or not model.strip():

@@ -31,7 +31,7 @@ from lrl_harness.cost import (
 )
 from lrl_harness.errors import ConfigError, LrlError
 from lrl_harness.plugins import Registry, make_plugin_manager
-from lrl_harness.types import Completion, TeacherRequest
+from lrl_harness.types import Completion, PluginContext, TeacherRequest
 from lrl_harness_plugins.anthropic_teacher import (
     DEFAULT_MODEL,
     ORIGINAL_MODEL,
@@ -81,7 +81,7 @@ def test_missing_key_is_one_clear_line(monkeypatch):
         make_teacher(task=TASK, options={})
     assert "ANTHROPIC_API_KEY" in assert_one_line(err.value)
     # replaying a cache needs no key: the factory accepts it and nothing is sent
-    assert make_teacher(task=TASK, options={"_cache_only": True}).model == DEFAULT_MODEL
+    assert make_teacher(task=TASK, options={}, context=PluginContext(cache_only=True)).model == DEFAULT_MODEL
 
 
 @pytest.mark.parametrize("options, words", [

@@ -13,7 +13,7 @@ from fake_anthropic import FakeAnthropic
 from lrl_harness.cache import CachedTeacher, request_key
 from lrl_harness.cost import summarise_usage
 from lrl_harness.errors import CacheMissError, LrlError
-from lrl_harness.types import TeacherRequest, sha256_text
+from lrl_harness.types import PluginContext, TeacherRequest, sha256_text
 from lrl_harness_plugins.anthropic_teacher import make_teacher
 from lrl_harness_plugins.solver_teacher import SolverTeacher
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
@@ -110,7 +110,8 @@ def test_cache_only_names_the_missing_request(fake, tmp_path, monkeypatch):
     cached(fake, tmp_path).complete(batch[:2])
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     # a replay needs no key, and sends nothing
-    replay = CachedTeacher(make_teacher(task=TASK, options={"base_url": fake.base_url, "_cache_only": True}),
+    replay = CachedTeacher(make_teacher(task=TASK, options={"base_url": fake.base_url},
+                                        context=PluginContext(cache_only=True)),
                            tmp_path, cache_only=True)
     assert all(c.cached for c in replay.complete(batch[:2]))
     with pytest.raises(CacheMissError) as err:

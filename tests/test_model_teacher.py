@@ -11,7 +11,7 @@ from lrl_harness.cache import CachedTeacher
 from lrl_harness.cost import summarise_usage
 from lrl_harness.errors import ConfigError, UnknownPluginError
 from lrl_harness.plugins import Registry, make_plugin_manager
-from lrl_harness.types import TeacherRequest
+from lrl_harness.types import PluginContext, TeacherRequest
 from lrl_harness_plugins.tiny_student import build_tiny_student
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
@@ -38,8 +38,8 @@ def teacher(registry, tiny):
 
 def make(registry, **options):
     factory = registry.get("teacher", "model").factory
-    return factory(task=TASK, options={"backend": "transformers", "max_tokens": MAX_TOKENS,
-                                       "_registry": registry, **options})
+    return factory(task=TASK, options={"backend": "transformers", "max_tokens": MAX_TOKENS, **options},
+                   context=PluginContext(registry=registry))
 
 
 def solve_requests(n: int = 3) -> list[TeacherRequest]:
