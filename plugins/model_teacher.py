@@ -27,7 +27,6 @@ from lrl_harness.cache import TeacherError
 from lrl_harness.errors import ConfigError
 from lrl_harness.types import Completion, GenerationSettings, ModelSpec, TeacherRequest
 
-DEFAULT_BACKEND = "transformers"
 DEFAULT_MAX_TOKENS = 1024
 SPEC_FIELDS = ("adapter", "tokenizer", "dtype", "name")
 OWN_OPTIONS = ("model", "backend", "max_tokens", "chat_template", "prices")
@@ -163,8 +162,10 @@ def make_teacher(task=None, options: dict | None = None, context=None) -> ModelT
         from lrl_harness_plugins.gguf_student import smollm2_gguf
 
         model = str(smollm2_gguf())
-    # a GGUF file runs on llama.cpp unless a backend is named
-    backend_name = options.get("backend", "llamacpp" if model.lower().endswith(".gguf") else DEFAULT_BACKEND)
+    # unless a backend is named: one that loads GGUF files for a GGUF file, else Hugging Face models
+    backend_name = options.get("backend")
+    if backend_name is None:
+        backend_name = registry.engine_for("gguf" if model.lower().endswith(".gguf") else "hf").name
     if not isinstance(backend_name, str):
         raise ConfigError(f"teacher model: option backend must be a backend name, got {backend_name!r}")
     max_tokens = options.get("max_tokens", DEFAULT_MAX_TOKENS)
