@@ -132,11 +132,6 @@ Progress = Callable[[str, int], Any]
 (``lrl_harness.progress.UI.task`` is one)."""
 
 
-CPU_BACKENDS = {"llamacpp": "n_threads", "transformers": None}
-"""Backends that compute on this machine's CPU, and the option that sets their threads (None: the
-process's torch threads, set in the target's own process)."""
-
-
 def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Target], warmup: int = 2,
               repeats: int = 1, progress: Progress | None = None, *,
               settings: GenerationSettings | None = None, strategy: str | None = None,
@@ -166,7 +161,7 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
     targets = unique_labels(targets)
     for t in targets:  # an unknown backend fails before anything slow starts
         registry.get("backend", t.backend)
-    targets = with_threads(targets, threads)
+    targets = with_threads(targets, threads, registry)
     settings = settings or GenerationSettings()
     prompts = list(prompts) if prompts is not None else student_prompts(task, problems, strategy)
     if len(prompts) != len(problems):
@@ -206,23 +201,26 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
     return bench
 
 
-def with_threads(targets: Sequence[Target], threads: Sequence[int] | None) -> list[Target]:
-    """Each CPU target once per thread count (labelled ``LABEL@Nt`` when there are several counts),
-    with its thread option set unless the target sets it itself. Server targets are left alone."""
+def with_threads(targets: Sequence[Target], threads: Sequence[int] | None, registry) -> list[Target]:
+    """Each target of a backend that declares CPU threads (``register(..., threads=...)``) once per
+    thread count (labelled ``LABEL@Nt`` when there are several counts), with its thread option set
+    (``"torch"``: the process's torch threads, set in the target's own process). A target that sets
+    the option itself runs once, with its own count. GPU and server targets are left alone."""
     if not threads:
         return list(targets)
     out = []
     for t in targets:
-        if t.backend not in CPU_BACKENDS:
+        declared = registry.get("backend", t.backend).threads
+        option = None if declared == "torch" else declared
+        if declared is None:
             out.append(t)
-            continue
-        for n in threads:
-            option = CPU_BACKENDS[t.backend]
-            options = dict(t.options)
-            if option and option not in options:
-                options[option] = n
-            label = f"{t.label}@{n}t" if len(threads) > 1 else t.label
-            out.append(t._replace(label=label, options=options | {"_threads": n}))
+        elif option in t.options:
+            out.append(t._replace(options=t.options | {"_threads": t.options[option]}))
+        else:
+            for n in threads:
+                label = f"{t.label}@{n}t" if len(threads) > 1 else t.label
+                extra = {option: n} if option else {}
+                out.append(t._replace(label=label, options=t.options | extra | {"_threads": n}))
     return out
 
 
@@ -299,7 +297,7 @@ def _child_main(conn, task_name, problems, prompts, target: Target, settings, pl
         from .plugins import Registry, make_plugin_manager
 
         registry = Registry(make_plugin_manager())
-        if n_threads and target.backend == "transformers":
+        if n_threads and registry.get("backend", target.backend).threads == "torch":
             import torch
 
             torch.set_num_threads(int(n_threads))

@@ -224,7 +224,8 @@ def plugins_command(obj: Context, as_json):
     registry = obj.registry
     rows = [{"kind": r.kind, "name": r.name, "plugin": r.plugin, "module": r.module,
              "distribution": r.distribution, "description": r.description,
-             **({"runs": list(r.runs)} if r.kind == "backend" else {})} for r in registry.all()]
+             **({"runs": list(r.runs), "threads": r.threads} if r.kind == "backend" else {})}
+            for r in registry.all()]
     failures = [{"name": f.name, "module": f.module, "error": f.error} for f in registry.failures]
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
@@ -233,9 +234,9 @@ def plugins_command(obj: Context, as_json):
 
     from .tables import TableData
 
-    columns = ("kind", "name", "plugin", "module", "distribution", "loads", "description")
+    columns = ("kind", "name", "plugin", "module", "distribution", "loads", "CPU threads", "description")
     cells = [[r["kind"], r["name"], r["plugin"], r["module"], r["distribution"] or "-",
-              ", ".join(r.get("runs", [])) or "-", r["description"]] for r in rows]
+              ", ".join(r.get("runs", [])) or "-", r.get("threads") or "-", r["description"]] for r in rows]
     console = Console()
     console.print(TableData("lrl-harness plugins", columns, cells, text_columns=len(columns), no_wrap=False).rich())
     console.print("To turn a plugin off, list its 'plugin' name in LRL_HARNESS_DISABLE_PLUGINS "

@@ -183,7 +183,8 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     from .load import parse_levels, parse_slo
     from .progress import UI
     from .report import benchmark_tables, print_tables
-    from .results import load_results, write_json
+    from .results import read_results, write_json
+    from .rundir import RunDir
     from .trained import check_prompts_match_run, run_render, run_settings, run_strategy, run_targets
 
     levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
@@ -199,14 +200,15 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
         raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     _check_out_file(out_file)
     registry = _registry(ctx)
-    run = load_results(run_dir / "results.json") if run_dir else {}
-    config = run.get("config") or {}
-    task_name = task_name or run.get("task") or "meeting-rooms"
-    preset = preset or run.get("preset") or "balanced"
-    split = split or run.get("split") or "test"
+    run = read_results(RunDir(run_dir).results) if run_dir else None
+    config = (run.config if run else None) or {}
+    task_name = task_name or (run.task if run else None) or "meeting-rooms"
+    preset = preset or (run.preset if run else None) or "balanced"
+    split = split or (run.split if run else None) or "test"
     results = _results_to_update(out_file, task_name, preset, split)
     task = registry.get("task", task_name).factory()
-    seed_of_split = ((run.get("provenance") or {}).get("seeds") or {}).get(split) if run else None
+    seeds = run.provenance.seeds if run and run.provenance else None
+    seed_of_split = (seeds or {}).get(split)
     if n is not None and n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     if run:  # the run's own split, so its first n problems are the ones the run graded

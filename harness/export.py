@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import GGUFError, LrlError
+from .rundir import RunDir
 
 QUANT_FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
 """Export names -> llama.cpp ``llama_ftype`` (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0, MOSTLY_Q4_K_M)."""
@@ -373,21 +374,22 @@ def _load_with_llama_cpp(path: Path) -> None:
 
 def _resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
     """(model dir, adapter or None, default output dir) for a run directory or a model directory."""
-    if (target / "results.json").is_file():
+    folder = RunDir(target)
+    if folder.results.is_file():
         from .results import read_results
 
-        stages = read_results(target / "results.json").stages
+        stages = read_results(folder.results).stages
         whos = [stages[stage].who for stage in ("lora", "student_baseline") if stage in stages]
         model = next((who.path for who in whos if who is not None and who.path), None)
         if not model:
             raise LrlError(f"{target}: this run has no student stage, so there is no model to export")
-        adapter = target / "adapter"
+        adapter = folder.adapter
         if not (adapter / "adapter_config.json").is_file():
             if adapter.exists():
                 raise LrlError(f"{adapter} holds no trained adapter (no adapter_config.json); re-run `lrl run` "
                                f"with --out {target} to finish training, or pass --adapter DIR")
             adapter = None
-        return Path(model), adapter, target / "export"
+        return Path(model), adapter, folder.export
     if (target / "config.json").is_file():
         return target, None, target.with_name(f"{target.name}-gguf")
     raise LrlError(f"{target}: neither an lrl-harness run directory (results.json) "

@@ -49,6 +49,10 @@ class Registration:
     runs: tuple[str, ...] = ()
     """For a backend: the kinds of model it loads (``"hf"``: a Hugging Face folder, ``"gguf"``: a GGUF
     file, ``"server"``: a model behind an endpoint). The core picks engines by these, never by name."""
+    threads: str | None = None
+    """For a backend that computes on this machine's CPU: the option that sets its thread count, or
+    ``"torch"`` when it uses the process's torch threads. None (GPU and server backends): ``lrl bench
+    --threads`` leaves it alone."""
 
     @property
     def option_spec(self) -> dict | None:
@@ -71,10 +75,10 @@ class Registry:
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 module = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
 
-                def register(name, factory, *, description="", runs=(), _kind=kind, _plugin=plugin_name,
-                             _module=module, **options):
+                def register(name, factory, *, description="", runs=(), threads=None, _kind=kind,
+                             _plugin=plugin_name, _module=module, **options):
                     self._add(Registration(_kind, name, factory, _plugin, _module,
-                                           dists.get(_plugin), options, description, tuple(runs)))
+                                           dists.get(_plugin), options, description, tuple(runs), threads))
 
                 try:
                     impl.function(register=register)

@@ -165,6 +165,7 @@ class StageBlock(ScoreBlock):
     strategy_source: str | None = None
     strategy_sha256: str | None = None
     transfer_format: str | None = None
+    student: dict[str, Any] | None = None
     recorded: Recorded | None = None
     recorded_label_mismatches: Count | None = None
     grade_changes: dict[str, Count] | None = None

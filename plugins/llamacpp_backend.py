@@ -261,5 +261,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:
 
 @hookimpl
 def register_backends(register):
-    register("llamacpp", factory, runs=("gguf",), description="llama-cpp-python on CPU, loading a GGUF file (greedy)",
-             options=OPTIONS)
+    register("llamacpp", factory, runs=("gguf",), threads="n_threads",
+             description="llama-cpp-python on CPU, loading a GGUF file (greedy)", options=OPTIONS)

@@ -272,6 +272,6 @@ def transformers_backend(model: ModelSpec, options: dict | None = None) -> Trans
 
 @hookimpl
 def register_backends(register):
-    register("transformers", transformers_backend, runs=("hf",),
+    register("transformers", transformers_backend, runs=("hf",), threads="torch",
              description="Hugging Face transformers on CPU or CUDA, batched greedy decoding, LoRA adapters",
              options=OPTIONS)

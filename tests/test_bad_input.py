@@ -331,7 +331,7 @@ def test_the_disable_list_names_only_real_plugins(monkeypatch, capsys):
 
 
 def test_a_second_run_on_a_held_folder_is_refused(tmp_path, capsys):
-    from lrl_harness.pipeline import RunLock
+    from lrl_harness.rundir import RunLock
 
     out = tmp_path / "run"
     assert main(["run", "--quiet", "--stages", "teacher_baseline", "--test-n", "10", "--out", str(out)]) == 0

@@ -63,9 +63,10 @@ class StandIns:
     @staticmethod
     @hookimpl
     def register_backends(register):
-        for name, runs in (("transformers", "hf"), ("llamacpp", "gguf"), ("openai", "server")):
+        for name, runs, threads in (("transformers", "hf", "torch"), ("llamacpp", "gguf", "n_threads"),
+                                    ("openai", "server", None), ("myengine", "gguf", "num_threads")):
             register(name, lambda model, options, _n=name: StandInBackend(_n, model, options),
-                     description="stand-in for tests", runs=(runs,))
+                     description="stand-in for tests", runs=(runs,), threads=threads)
 
 
 @pytest.fixture
@@ -152,6 +153,21 @@ def test_a_batched_target_sends_n_prompts_per_call(registry, task):
     assert entry["correct"] == 20 and [r["problem_id"] for r in entry["results"]] == [p.id for p in problems]
     latencies = [r["latency_s"] for r in entry["results"]]
     assert latencies[:8] == [latencies[0]] * 8 and latencies[8:16] == [latencies[8]] * 8  # a batch's wall time
+
+
+def test_thread_counts_go_to_the_option_each_backend_declares(registry):
+    from lrl_harness.bench import with_threads
+
+    targets = [parse_target(t) for t in ("transformers=hf-dir", "llamacpp=m.gguf", "mine:myengine=m.gguf",
+                                         "own:llamacpp=m.gguf,n_threads=1", "openai=x")]
+    out = {t.label: t.options for t in with_threads(targets, [1, 2], registry)}
+    assert out == {
+        "transformers@1t": {"_threads": 1}, "transformers@2t": {"_threads": 2},  # torch threads: own process
+        "llamacpp@1t": {"n_threads": 1, "_threads": 1}, "llamacpp@2t": {"n_threads": 2, "_threads": 2},
+        "mine@1t": {"num_threads": 1, "_threads": 1}, "mine@2t": {"num_threads": 2, "_threads": 2},
+        "own": {"n_threads": 1, "_threads": 1},  # its own setting, once
+        "openai": {},  # a server: left alone
+    }
 
 
 def test_run_bench_rejects_an_unknown_backend_before_loading(registry, task):

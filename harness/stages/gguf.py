@@ -1,0 +1,92 @@
+"""After the lora stage: the trained student exported to GGUF, and the parity of each GGUF file
+against the merged Hugging Face model."""
+
+from __future__ import annotations
+
+from .. import machine
+from ..evaluate import student_prompts
+from ..rundir import file_tree_sha256
+from ..types import Completion, GenerationSettings, ModelSpec, sha256_text
+from .run import Run
+from .student import merged
+
+
+def export(run: Run) -> dict:
+    """Merge the adapter into the base model (kept in ``merged/``), write the GGUF files into
+    ``export/``; paths in the record are relative to the run folder."""
+    from ..export import export_model
+
+    merged_dir = merged(run)
+    with run.status(f"writing GGUF {', '.join(run.config.export)}"):
+        info = export_model(merged_dir, run.folder.export, quants=tuple(run.config.export),
+                            progress=lambda message: run.ui.say(f"  {message}"))
+    prefix = run.folder.export.relative_to(run.folder.root)
+    for entry in info["files"].values():
+        entry["path"] = f"{prefix}/{entry['path']}"
+    info["source"] = {"model": run.student.path, "adapter": str(run.folder.adapter.relative_to(run.folder.root)),
+                      "adapter_mode": "merge"}
+    info["merged_dir"] = str(merged_dir.relative_to(run.folder.root))
+    info["merged_sha256"] = file_tree_sha256(merged_dir)
+    return info
+
+
+def engines(run: Run):
+    """The parity engines: the run's own backend for the merged model when it loads Hugging Face
+    folders (else one that does), and one that loads GGUF files (``gguf_backend`` when set)."""
+    own = run.registry.get("backend", run.config.backend)
+    reference = own if "hf" in own.runs else run.registry.engine_for("hf")
+    return reference, run.registry.engine_for("gguf", run.config.gguf_backend)
+
+
+def parity(run: Run) -> dict:
+    """The trained student on a Hugging Face engine against each exported GGUF on a GGUF engine, on
+    the test split with the lora stage's prompts: token ids, answers, texts, and McNemar."""
+    from ..parity import check_parity
+
+    problems = run.problems("test")
+    prompts = student_prompts(run.task, problems, run.prompt_strategy(), run.render())
+    settings = GenerationSettings(max_new_tokens=run.generation_budget())
+    export_block = run.results["export"]
+    merged_dir = str(run.folder.root / export_block["merged_dir"])
+    reference, gguf = engines(run)
+    # nothing else runs in this process now: every usable core (llama.cpp's own default is half of
+    # them, for machines where other work competes), for an engine with a thread option
+    threads = ({gguf.threads: machine.usable_cores() or 1}
+               if gguf.threads and gguf.threads != "torch" else {})
+    backends = {}
+    try:
+        backends[reference.name] = reference.factory(model=ModelSpec(path=merged_dir), options={})
+        for entry in export_block["files"].values():
+            if entry.get("kind", "model") == "model":
+                backends[f"{gguf.name}:{entry['quant']}"] = gguf.factory(
+                    model=ModelSpec(path=str(run.folder.root / entry["path"]), tokenizer=merged_dir),
+                    options=dict(threads))
+        seen: dict[str, int] = {}
+        label = f"parity ({reference.name} vs GGUF on {gguf.name})"
+        with run.ui.task(label, len(backends) * len(problems)) as advance:
+            def on_progress(name: str, done: int) -> None:  # ``done`` counts prompts so far
+                advance(done - seen.get(name, 0), note=name)
+                seen[name] = done
+
+            return check_parity(backends, prompts, problems, run.task, settings, progress=on_progress,
+                                answered=_lora_answers(run, reference.name, prompts, settings))
+    finally:
+        for backend in backends.values():
+            backend.close()
+
+
+def _lora_answers(run: Run, engine: str, prompts: list[str],
+                  settings: GenerationSettings) -> dict[str, list[Completion]]:
+    """The lora stage's answers as the reference of parity, when that stage ran the merged model on
+    ``engine`` with these very prompts and settings; else nothing."""
+    block = run.results["stages"].get("lora") or {}
+    who, records = block.get("who") or {}, block.get("results") or []
+    same = (who.get("backend") == engine and who.get("adapter_mode") == "merged"
+            and not run.config.backend_options and who.get("settings") == settings.to_dict()
+            and [r.get("prompt_sha256") for r in records] == [sha256_text(p) for p in prompts])
+    if not same:
+        return {}
+    return {engine: [Completion(r["response"], prompt_tokens=r.get("prompt_tokens") or 0,
+                                completion_tokens=r.get("completion_tokens") or 0,
+                                latency_s=r.get("latency_s") or 0.0, meta={"finish_reason": r.get("finish_reason")})
+                     for r in records]}
