@@ -17,17 +17,13 @@ fingerprint); ``lrl check --latency-ratio`` refuses baselines measured on anothe
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import random
-import resource
 import statistics
-import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +32,11 @@ from typing import Any, NamedTuple
 from . import machine
 from .errors import ConfigError, LrlError
 from .evaluate import ask, generate, make_record, student_prompts
-from .load import TIMING_DEFINITIONS, Level, bootstrap_ratio, drive, load_metrics, spread
-from .load import percentile as percentile
-from .metrics import paired_comparison, score_stage
-from .types import Completion, GenerationSettings, ModelSpec, Problem, sha256_text
+from .load import TIMING_DEFINITIONS, Level, measure_load
+from .machine import cuda_torch, current_rss_mib, peak_rss_mib
+from .metrics import difference, ratios, score_stage, sequential_spread, speed
+from .progress import ProgressFn, silent
+from .types import GenerationSettings, ModelSpec, Problem, sha256_text
 
 MODEL_FIELDS = ("name", "adapter", "tokenizer", "dtype")
 """Target options that describe the model (ModelSpec fields); every other option goes to the backend."""
@@ -122,18 +119,8 @@ def unique_labels(targets: Sequence[Target]) -> list[Target]:
 # --- measuring ----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _silent(description: str, total: int | None):
-    yield lambda n=1, **_: None
-
-
-Progress = Callable[[str, int], Any]
-"""``progress(description, total)``: a context manager yielding ``advance(n=1, note=None)``
-(``lrl_harness.progress.UI.task`` is one)."""
-
-
 def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Target], warmup: int = 2,
-              repeats: int = 1, progress: Progress | None = None, *,
+              repeats: int = 1, progress: ProgressFn | None = None, *,
               settings: GenerationSettings | None = None, strategy: str | None = None,
               prompts: Sequence[str] | None = None, preset: str | None = None,
               split: str | None = None, levels: Sequence[Level] | None = None, slo: dict | None = None,
@@ -175,10 +162,10 @@ def run_bench(registry, task, problems: Sequence[Problem], targets: Sequence[Tar
     for target in ordered:
         if isolate:
             measured[target.label] = measure_isolated(getattr(task, "name", None), problems, prompts, target,
-                                                      settings, plan, progress or _silent)
+                                                      settings, plan, progress or silent)
         else:
             measured[target.label] = measure(registry, task, problems, prompts, target, settings, plan,
-                                             progress or _silent)
+                                             progress or silent)
     backends = {t.label: measured[t.label] for t in targets}
     fingerprint = machine.fingerprint()
     fingerprint["threads_used"] = {label: e.get("threads") or e["info"].get("threads", e["info"].get("n_threads"))
@@ -242,7 +229,7 @@ def comparability_key(fingerprint: dict) -> dict:
 
 
 def measure(registry, task, problems, prompts, target: Target, settings: GenerationSettings, plan: dict,
-            progress: Progress = _silent) -> dict:
+            progress: ProgressFn = silent) -> dict:
     """One target's entry, in this process: under load levels when the plan has them."""
     n_threads = target.options.get("_threads")
     target = target._replace(options={k: v for k, v in target.options.items() if k != "_threads"})
@@ -256,7 +243,7 @@ def measure(registry, task, problems, prompts, target: Target, settings: Generat
 
 
 def measure_isolated(task_name: str | None, problems, prompts, target: Target, settings: GenerationSettings,
-                     plan: dict, progress: Progress = _silent) -> dict:
+                     plan: dict, progress: ProgressFn = silent) -> dict:
     """``measure`` in a fresh spawned process: its load time, peak RSS and warm state are its own."""
     import multiprocessing
 
@@ -316,12 +303,12 @@ def _child_main(conn, task_name, problems, prompts, target: Target, settings, pl
 
 def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
                    settings: GenerationSettings, warmup: int = 2, repeats: int = 1,
-                   progress: Progress = _silent) -> dict:
+                   progress: ProgressFn = silent) -> dict:
     """Load one target, warm it up, ask every problem one at a time; the benchmark entry for it."""
-    torch = _cuda_torch()
+    torch = cuda_torch()
     if torch is not None:
         torch.cuda.reset_peak_memory_stats()
-    rss_before = _current_rss_mib()
+    rss_before = current_rss_mib()
     started = time.perf_counter()
     factory = registry.get("backend", target.backend).factory
     backend = factory(model=target.model, options=dict(target.options))
@@ -342,13 +329,13 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
                     done = call.start + len(call.records)
                     advance(len(call.records), note=f"{correct}/{done} correct")
         elapsed = time.perf_counter() - started
-        rss_loaded = _current_rss_mib()
+        rss_loaded = current_rss_mib()
     finally:
         backend.close()
     # each problem's first answer, timed by the median wall time of its repeats
     records = [make_record(task, p, prompt, runs[0][1], statistics.median(wall for wall, _ in runs))
                for p, prompt, runs in zip(problems, prompts, timings, strict=True)]
-    torch = _cuda_torch()
+    torch = cuda_torch()
     entry = {
         **score_stage(records),
         "label": target.label, "backend": target.backend, "model": asdict(target.model),
@@ -357,232 +344,16 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
         "warmup": warmup, "repeats": repeats, "batch": target.batch,
         **speed(timings, target.batch),
         "memory": {
-            "peak_rss_mib": _peak_rss_mib(),
-            "rss_growth_mib": _difference(rss_loaded, rss_before),
+            "peak_rss_mib": peak_rss_mib(),
+            "rss_growth_mib": difference(rss_loaded, rss_before),
             "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
             "note": "peak RSS is this process's peak so far (earlier targets included); RSS growth is from "
                     "before loading to the end of the run; a server backend's memory is not seen here",
         },
         "inconsistent_repeats": sum(1 for runs in timings if len({c.text for _, c in runs}) > 1),
-        "spread": _sequential_spread(timings, repeats, target.batch),
+        "spread": sequential_spread(timings, repeats, target.batch),
         "results": records,
     }
     return entry
 
 
-def _sequential_spread(timings: list[list[tuple[float, Any]]], repeats: int, batch: int = 1) -> dict:
-    """Mean and median latency and problems per second of each pass over the problems, spread over passes."""
-    passes = [[runs[r][0] for runs in timings] for r in range(repeats)]
-    elapsed = [sum(p[::batch]) for p in passes]
-    return {"latency_mean_s": spread([statistics.fmean(p) for p in passes]),
-            "latency_p50_s": spread([statistics.median(p) for p in passes]),
-            "problems_per_s": spread([len(p) / e if e > 0 else None for p, e in zip(passes, elapsed, strict=True)])}
-
-
-def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
-                 settings: GenerationSettings, plan: dict, progress: Progress = _silent) -> dict:
-    """Load one target, warm it up, then send every problem under each load level of the plan.
-
-    A backend with ``agenerate`` (the openai backend) is driven concurrently on its own event loop; an
-    in-process backend answers one request at a time, so only a level of concurrency 1 without a rate
-    is measured for it (the others are recorded as skipped). The entry's top-level accuracy block,
-    ``latency`` and ``results`` are those of the reference level (concurrency 1 when it was measured).
-    """
-    levels: list[Level] = plan["levels"]
-    repeats, seed, slo = plan["repeats"], plan["seed"], plan["slo"]
-    torch = _cuda_torch()
-    if torch is not None:
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = _current_rss_mib()
-    started = time.perf_counter()
-    backend = registry.get("backend", target.backend).factory(model=target.model, options=dict(target.options))
-    load_s = time.perf_counter() - started
-    concurrent = callable(getattr(backend, "agenerate", None)) and callable(getattr(backend, "run", None))
-    blocks: dict[str, dict] = {}
-    try:
-        info = backend.info()
-        for i in range(plan["warmup"]):
-            generate(backend, [prompts[i % len(prompts)]], settings)
-        for level in levels:
-            if not concurrent and (level.rate is not None or (level.concurrency or 1) > 1):
-                blocks[level.key] = {"level": level.to_dict(),
-                                     "skipped": f"the {target.backend} backend answers one request at a time"}
-                continue
-            runs = []
-            for r in range(repeats):
-                with progress(f"bench {target.label} {level.key}", len(problems)) as advance:
-                    def done(_outcome, advance=advance):
-                        advance(1)
-
-                    if concurrent:
-                        async def send(i):
-                            return await backend.agenerate(prompts[i], settings)
-
-                        run = backend.run(drive(send, len(problems), level, seed + r, done))
-                    else:
-                        async def send(i):
-                            [completion] = generate(backend, [prompts[i]], settings)
-                            return completion
-
-                        run = asyncio.run(drive(send, len(problems), level, seed + r, done))
-                runs.append(run)
-            blocks[level.key] = _level_block(task, problems, prompts, runs, slo)
-        elapsed = time.perf_counter() - started
-        rss_loaded = _current_rss_mib()
-        info = backend.info()
-    finally:
-        backend.close()
-    measured = [k for k, b in blocks.items() if "skipped" not in b]
-    if not measured:
-        raise LrlError(f"{target.label}: no load level can be measured on the {target.backend} backend "
-                       "(it answers one request at a time: use --concurrency 1)")
-    for key in measured:
-        block = blocks[key]
-        if block["load"]["errors"] == block["load"]["requests"]:
-            raise LrlError(f"{target.label} at {key}: all {block['total']} requests failed: "
-                           f"{block['load']['error_examples'][0]}")
-    reference = next((k for k in measured if blocks[k]["load"]["level"] == {"concurrency": 1,
-                                                                             "request_rate": None}), measured[0])
-    for key in measured:
-        comparison = paired_comparison(blocks[reference]["results"], blocks[key]["results"])
-        comparison["reference"] = reference
-        comparison["significant_at_0.05"] = comparison["mcnemar_p"] < 0.05
-        blocks[key]["paired_vs_reference"] = comparison
-    ref = blocks[reference]
-    torch = _cuda_torch()
-    return {
-        **{k: v for k, v in ref.items() if k not in ("load", "spread", "paired_vs_reference", "results")},
-        "label": target.label, "backend": target.backend, "model": asdict(target.model),
-        "options": dict(target.options), "info": info, "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
-        "warmup": plan["warmup"], "repeats": repeats, "reference_level": reference,
-        "latency": {k: ref["load"]["e2e"][k] for k in ("mean_s", "p50_s", "p90_s", "p99_s")},
-        "memory": {
-            "peak_rss_mib": _peak_rss_mib(),
-            "rss_growth_mib": _difference(rss_loaded, rss_before),
-            "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
-            "gpu_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1) if torch else None,
-            "note": "peak RSS is this process's peak so far (earlier targets included); a server backend's "
-                    "memory is not seen here",
-        },
-        "levels": blocks,
-        "results": ref["results"],
-    }
-
-
-def _level_block(task, problems, prompts, runs, slo: dict) -> dict:
-    """Accuracy (first repeat's answers) and load metrics of one level; figures spread over repeats."""
-    first = runs[0]
-    records = []
-    for outcome in sorted(first.outcomes, key=lambda o: o.index):
-        completion = outcome.completion if outcome.error is None else Completion(text="")
-        records.append(make_record(task, problems[outcome.index], prompts[outcome.index], completion,
-                                   outcome.e2e_s, error=outcome.error, extra={"retries": outcome.retries}))
-    correct = [r["correct"] for r in records]
-    metrics = [load_metrics(run, correct if i == 0 else None, slo) for i, run in enumerate(runs)]
-    figures = {"e2e_p50_s": ("e2e", "p50_s"), "e2e_p99_s": ("e2e", "p99_s"), "ttft_p50_s": ("ttft", "p50_s"),
-               "ttft_p99_s": ("ttft", "p99_s"), "itl_p50_s": ("itl", "p50_s"), "tpot_p50_s": ("tpot", "p50_s")}
-    spreads = {name: spread([m[a][b] for m in metrics]) for name, (a, b) in figures.items()}
-    for name in ("requests_per_s", "output_tokens_per_s", "peak_in_flight"):
-        spreads[name] = spread([m[name] for m in metrics])
-    return {**score_stage(records), "load": metrics[0], "spread": spreads,
-            "repeats_errors": [m["errors"] for m in metrics], "results": records}
-
-
-def speed(timings: list[list[tuple[float, Any]]], batch: int = 1) -> dict:
-    """Latency and throughput over every timed call (all repeats).
-
-    Prefill speed is prompt tokens over time to first token; decode speed is the tokens after the
-    first over the time after it. Both need the backend's time to first token and are None without it.
-    With ``batch`` > 1 every problem of a batch waited the batch's wall time, and the elapsed time
-    counts each batch once.
-    """
-    calls = [(wall, c) for runs in timings for wall, c in runs]
-    walls = [wall for wall, _ in calls]
-    ttfts = [c.ttft_s for _, c in calls if c.ttft_s is not None]
-    with_ttft = [(wall, c) for wall, c in calls if c.ttft_s is not None] if batch == 1 else []
-    prefill_s = sum(c.ttft_s for _, c in with_ttft)
-    decode_s = sum(wall - c.ttft_s for wall, c in with_ttft)
-    decoded = sum(max(c.completion_tokens - 1, 0) for _, c in with_ttft)
-    total_s = sum(wall for runs in timings[::batch] for wall, _ in runs)
-    return {
-        "latency": {"mean_s": _r(statistics.fmean(walls)), "p50_s": _r(statistics.median(walls)),
-                    "p95_s": _r(percentile(walls, 95)), "min_s": _r(min(walls)), "max_s": _r(max(walls))},
-        "ttft": {"mean_s": _r(statistics.fmean(ttfts)) if ttfts else None,
-                 "p50_s": _r(statistics.median(ttfts)) if ttfts else None},
-        "throughput": {
-            "prefill_tokens_per_s": _rate(sum(c.prompt_tokens for _, c in with_ttft), prefill_s) if with_ttft
-            else None,
-            "decode_tokens_per_s": _rate(decoded, decode_s) if with_ttft else None,
-            "output_tokens_per_s": _rate(sum(c.completion_tokens for _, c in calls), total_s),
-            "problems_per_s": _rate(len(calls), total_s),
-        },
-        "tokens": {"prompt": sum(c.prompt_tokens for _, c in calls),
-                   "completion": sum(c.completion_tokens for _, c in calls)},
-    }
-
-
-def ratios(backends: dict) -> dict:
-    """``"A/B"`` for every pair measured in the same run: latency (above 1: A is slower) and
-    problems per second (above 1: A gets through more), and a 95% bootstrap interval of the mean
-    latency ratio, resampling the problems both answered (paired)."""
-    labels = list(backends)
-    out = {}
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            la, lb = backends[a]["latency"], backends[b]["latency"]
-            ta, tb = backends[a].get("throughput") or {}, backends[b].get("throughput") or {}
-            if "levels" in backends[a] and "levels" in backends[b]:
-                ra, rb = backends[a]["reference_level"], backends[b]["reference_level"]
-                ta = {"problems_per_s": backends[a]["levels"][ra]["load"]["requests_per_s"]}
-                tb = {"problems_per_s": backends[b]["levels"][rb]["load"]["requests_per_s"]}
-            out[f"{a}/{b}"] = {
-                "latency_mean": _ratio(la["mean_s"], lb["mean_s"]),
-                "latency_p50": _ratio(la["p50_s"], lb["p50_s"]),
-                "problems_per_s": _ratio(ta.get("problems_per_s"), tb.get("problems_per_s")),
-                "latency_mean_ci95": _bootstrap(backends[a], backends[b]),
-            }
-    return out
-
-
-def _bootstrap(a: dict, b: dict) -> list[float] | None:
-    b_by_id = {r["problem_id"]: r for r in b.get("results") or [] if not r.get("error")}
-    pairs = [(r["latency_s"], b_by_id[r["problem_id"]]["latency_s"]) for r in a.get("results") or []
-             if not r.get("error") and r["problem_id"] in b_by_id]
-    boot = bootstrap_ratio([x for x, _ in pairs], [y for _, y in pairs]) if pairs else None
-    return boot["ci95"] if boot else None
-
-
-def _r(x: float) -> float:
-    return round(x, 6)
-
-
-def _rate(amount: float, seconds: float) -> float | None:
-    return round(amount / seconds, 3) if seconds > 0 else None
-
-
-def _ratio(a, b) -> float | None:
-    return round(a / b, 4) if a is not None and b else None
-
-
-def _difference(a, b):
-    return None if a is None or b is None else round(a - b, 1)
-
-
-def _cuda_torch():
-    """torch, when something already imported it and CUDA is up; never imports it."""
-    torch = sys.modules.get("torch")
-    return torch if torch is not None and torch.cuda.is_available() else None
-
-
-def _peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
-
-
-def _current_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            pages = int(fh.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return round(pages * resource.getpagesize() / 2**20, 1)

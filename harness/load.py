@@ -14,14 +14,18 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, LrlError
-from .metrics import bootstrap_ratio as bootstrap_ratio  # re-exported: bench imports it from here
-from .metrics import distribution
-from .metrics import percentile as percentile  # re-exported: bench imports it from here
-from .metrics import spread as spread  # re-exported: bench imports it from here
+from .evaluate import generate, make_record
+from .machine import cuda_torch, current_rss_mib, peak_rss_mib
+from .metrics import difference, distribution, paired_comparison, score_stage, spread
+from .progress import ProgressFn, silent
+from .types import Completion, GenerationSettings, Problem
+
+if TYPE_CHECKING:
+    from .bench import Target
 
 TIMING_DEFINITIONS = {
     "start": "the load generator hands the request to the backend (a slot is free or its arrival time came); "
@@ -249,3 +253,115 @@ def _r(x: float) -> float:
 
 def _rate(amount: float, seconds: float) -> float | None:
     return round(amount / seconds, 3) if seconds > 0 else None
+
+
+# --- one target under load ---------------------------------------------------------------------
+
+
+def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,
+                 settings: GenerationSettings, plan: dict, progress: ProgressFn = silent) -> dict:
+    """Load one target, warm it up, then send every problem under each load level of the plan.
+
+    A backend with ``agenerate`` (the openai backend) is driven concurrently on its own event loop; an
+    in-process backend answers one request at a time, so only a level of concurrency 1 without a rate
+    is measured for it (the others are recorded as skipped). The entry's top-level accuracy block,
+    ``latency`` and ``results`` are those of the reference level (concurrency 1 when it was measured).
+    """
+    levels: list[Level] = plan["levels"]
+    repeats, seed, slo = plan["repeats"], plan["seed"], plan["slo"]
+    torch = cuda_torch()
+    if torch is not None:
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = current_rss_mib()
+    started = time.perf_counter()
+    backend = registry.get("backend", target.backend).factory(model=target.model, options=dict(target.options))
+    load_s = time.perf_counter() - started
+    concurrent = callable(getattr(backend, "agenerate", None)) and callable(getattr(backend, "run", None))
+    blocks: dict[str, dict] = {}
+    try:
+        info = backend.info()
+        for i in range(plan["warmup"]):
+            generate(backend, [prompts[i % len(prompts)]], settings)
+        for level in levels:
+            if not concurrent and (level.rate is not None or (level.concurrency or 1) > 1):
+                blocks[level.key] = {"level": level.to_dict(),
+                                     "skipped": f"the {target.backend} backend answers one request at a time"}
+                continue
+            runs = []
+            for r in range(repeats):
+                with progress(f"bench {target.label} {level.key}", len(problems)) as advance:
+                    def done(_outcome, advance=advance):
+                        advance(1)
+
+                    if concurrent:
+                        async def send(i):
+                            return await backend.agenerate(prompts[i], settings)
+
+                        run = backend.run(drive(send, len(problems), level, seed + r, done))
+                    else:
+                        async def send(i):
+                            [completion] = generate(backend, [prompts[i]], settings)
+                            return completion
+
+                        run = asyncio.run(drive(send, len(problems), level, seed + r, done))
+                runs.append(run)
+            blocks[level.key] = _level_block(task, problems, prompts, runs, slo)
+        elapsed = time.perf_counter() - started
+        rss_loaded = current_rss_mib()
+        info = backend.info()
+    finally:
+        backend.close()
+    measured = [k for k, b in blocks.items() if "skipped" not in b]
+    if not measured:
+        raise LrlError(f"{target.label}: no load level can be measured on the {target.backend} backend "
+                       "(it answers one request at a time: use --concurrency 1)")
+    for key in measured:
+        block = blocks[key]
+        if block["load"]["errors"] == block["load"]["requests"]:
+            raise LrlError(f"{target.label} at {key}: all {block['total']} requests failed: "
+                           f"{block['load']['error_examples'][0]}")
+    reference = next((k for k in measured if blocks[k]["load"]["level"] == {"concurrency": 1,
+                                                                             "request_rate": None}), measured[0])
+    for key in measured:
+        comparison = paired_comparison(blocks[reference]["results"], blocks[key]["results"])
+        comparison["reference"] = reference
+        comparison["significant_at_0.05"] = comparison["mcnemar_p"] < 0.05
+        blocks[key]["paired_vs_reference"] = comparison
+    ref = blocks[reference]
+    torch = cuda_torch()
+    return {
+        **{k: v for k, v in ref.items() if k not in ("load", "spread", "paired_vs_reference", "results")},
+        "label": target.label, "backend": target.backend, "model": asdict(target.model),
+        "options": dict(target.options), "info": info, "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
+        "warmup": plan["warmup"], "repeats": repeats, "reference_level": reference,
+        "latency": {k: ref["load"]["e2e"][k] for k in ("mean_s", "p50_s", "p90_s", "p99_s")},
+        "memory": {
+            "peak_rss_mib": peak_rss_mib(),
+            "rss_growth_mib": difference(rss_loaded, rss_before),
+            "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
+            "gpu_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1) if torch else None,
+            "note": "peak RSS is this process's peak so far (earlier targets included); a server backend's "
+                    "memory is not seen here",
+        },
+        "levels": blocks,
+        "results": ref["results"],
+    }
+
+
+def _level_block(task, problems, prompts, runs, slo: dict) -> dict:
+    """Accuracy (first repeat's answers) and load metrics of one level; figures spread over repeats."""
+    first = runs[0]
+    records = []
+    for outcome in sorted(first.outcomes, key=lambda o: o.index):
+        completion = outcome.completion if outcome.error is None else Completion(text="")
+        records.append(make_record(task, problems[outcome.index], prompts[outcome.index], completion,
+                                   outcome.e2e_s, error=outcome.error, extra={"retries": outcome.retries}))
+    correct = [r["correct"] for r in records]
+    metrics = [load_metrics(run, correct if i == 0 else None, slo) for i, run in enumerate(runs)]
+    figures = {"e2e_p50_s": ("e2e", "p50_s"), "e2e_p99_s": ("e2e", "p99_s"), "ttft_p50_s": ("ttft", "p50_s"),
+               "ttft_p99_s": ("ttft", "p99_s"), "itl_p50_s": ("itl", "p50_s"), "tpot_p50_s": ("tpot", "p50_s")}
+    spreads = {name: spread([m[a][b] for m in metrics]) for name, (a, b) in figures.items()}
+    for name in ("requests_per_s", "output_tokens_per_s", "peak_in_flight"):
+        spreads[name] = spread([m[name] for m in metrics])
+    return {**score_stage(records), "load": metrics[0], "spread": spreads,
+            "repeats_errors": [m["errors"] for m in metrics], "results": records}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -72,3 +74,14 @@ class UI:
         line(" started")
         yield advance
         line(" done")
+
+
+@contextmanager
+def silent(description: str, total: int | None):
+    """A progress display that shows nothing (same shape as ``UI.task``)."""
+    yield lambda n=1, **_: None
+
+
+ProgressFn = Callable[[str, int], Any]
+"""``progress(description, total)``: a context manager yielding ``advance(n=1, note=None)``
+(``UI.task`` is one, ``silent`` another)."""
