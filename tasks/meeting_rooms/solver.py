@@ -103,6 +103,25 @@ def check(meetings: list[Meeting], rooms: int) -> str:
     return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
 
 
+def between(meetings: list[Meeting], rooms: int) -> str:
+    """``check`` with the time written inside every mark: ``start time end`` then ``y`` when the time
+    lies between them (start <= t < end), else ``n``. The decision then rests on three numbers side by
+    side, not on the line's time written many tokens before.
+
+    A SmolLM2 student trained on ``check`` got most marks wrong exactly where the time is strictly
+    inside a meeting that started earlier (161 of 243 such marks in a 200-problem run); this format
+    is about 1.4 times as long as ``check``.
+    """
+    lines = []
+    for start in _starts(meetings):
+        marks = " ".join(f"{s} {start} {e}{'y' if s <= start < e else 'n'}" for s, e in meetings)
+        running = sum(1 for s, e in meetings if s <= start < e)
+        lines.append(f"At {start}: {marks} = {running}")
+    peak = max_simultaneous(meetings)
+    verdict, relation = _verdict(peak, rooms)
+    return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
+
+
 def _starts(meetings: list[Meeting]) -> list[int]:
     """Each meeting's start time, in the order the problem lists them, each time once."""
     return list(dict.fromkeys(start for start, _ in meetings))
