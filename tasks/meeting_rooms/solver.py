@@ -93,14 +93,7 @@ def check(meetings: list[Meeting], rooms: int) -> str:
     meetings listed later, or writes the comparison before it has copied the rooms; this format
     removes both steps, at about 1.6 times the length.
     """
-    lines = []
-    for start in _starts(meetings):
-        marks = " ".join(f"{s}-{e}{'y' if s <= start < e else 'n'}" for s, e in meetings)
-        running = sum(1 for s, e in meetings if s <= start < e)
-        lines.append(f"At {start}: {marks} = {running}")
-    peak = max_simultaneous(meetings)
-    verdict, relation = _verdict(peak, rooms)
-    return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
+    return _marked(meetings, rooms, lambda s, t, e: f"{s}-{e}")
 
 
 def between(meetings: list[Meeting], rooms: int) -> str:
@@ -112,11 +105,17 @@ def between(meetings: list[Meeting], rooms: int) -> str:
     inside a meeting that started earlier (161 of 243 such marks in a 200-problem run); this format
     is about 1.4 times as long as ``check``.
     """
+    return _marked(meetings, rooms, lambda s, t, e: f"{s} {t} {e}")
+
+
+def _marked(meetings: list[Meeting], rooms: int, mark) -> str:
+    """At each start time t, every meeting written by ``mark(start, t, end)`` then ``y`` (running at
+    t) or ``n``, the ``y`` counted; then the peak and the rooms, and their comparison."""
     lines = []
-    for start in _starts(meetings):
-        marks = " ".join(f"{s} {start} {e}{'y' if s <= start < e else 'n'}" for s, e in meetings)
-        running = sum(1 for s, e in meetings if s <= start < e)
-        lines.append(f"At {start}: {marks} = {running}")
+    for t in _starts(meetings):
+        marks = " ".join(f"{mark(s, t, e)}{'y' if s <= t < e else 'n'}" for s, e in meetings)
+        running = sum(1 for s, e in meetings if s <= t < e)
+        lines.append(f"At {t}: {marks} = {running}")
     peak = max_simultaneous(meetings)
     verdict, relation = _verdict(peak, rooms)
     return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
