@@ -92,11 +92,12 @@ def _failure(pm, impl, exc):
 @click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
 @click.option("--recipe", help="Transfer recipe: seed (the original experiment's) or small (for small "
               "pretrained students); default: the student's. Single choices below override it.")
-@click.option("--transfer-format", type=click.Choice(["label", "trace", "scan", "check", "between"]),
+@click.option("--transfer-format", type=click.Choice(["label", "trace", "scan", "check", "between", "tally"]),
               help="label: strategy+problem -> answer (the original); trace: the worked sweep-line trace, then "
               "the answer; scan: the meetings running at each start time, counted, then the answer (no "
               "sorting); check: every meeting marked running or not at each start time, counted; between: check "
-              "with each mark written as start, time, end.")
+              "with each mark written as start, time, end; tally: between with running counts and the peak so "
+              "far (the small recipe's).")
 @click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
               help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
 @click.option("--batch-size", type=int, help="LRL batch size (default 10).")

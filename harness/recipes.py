@@ -37,12 +37,13 @@ RECIPES = {
     ),
     "small": Recipe(
         name="small",
-        description="for small pretrained instruct students: a worked check (every meeting marked "
-                    "running or not at each start, counted; the peak and rooms written, then compared) "
+        description="for small pretrained instruct students: a worked tally (at each start time every "
+                    "meeting written as start, time, end, marked running or not with the running count; "
+                    "each line's count and the peak so far; the peak and rooms written, then compared) "
                     "as target, no strategy in the prompt once it is learned, loss on the "
                     "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, "
                     "150 steps of batch 8 (4 x 2 accumulated)",
-        transfer_format="check",
+        transfer_format="tally",
         transfer_examples=1200,
         strategy_in_prompt=False,
         lora={**DEFAULT_SETTINGS, "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear",

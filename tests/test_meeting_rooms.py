@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 from lrl_harness.errors import InvalidProblemError, LrlError
-from lrl_harness_tasks.meeting_rooms.solver import between, check, max_simultaneous, scan, solve, trace
+from lrl_harness_tasks.meeting_rooms.solver import between, check, max_simultaneous, scan, solve, tally, trace
 
 
 def test_seed_preset_reproduces_the_original_splits(task):
@@ -71,9 +71,14 @@ def test_scan_and_check_count_the_meetings_running_at_each_start():
     assert between(meetings, 1).splitlines() == [
         "At 10: 10 10 12y 9 10 10n 11 10 13n 10 10 11y = 2", "At 9: 10 9 12n 9 9 10y 11 9 13n 10 9 11n = 1",
         "At 11: 10 11 12y 9 11 10n 11 11 13y 10 11 11n = 2", "Peak 2, rooms 1: 2 > 1", "Answer: NO"]
+    # and with the running count after every mark and the peak so far after every line
+    assert tally(meetings, 1).splitlines() == [
+        "At 10: 10 10 12y1 9 10 10n1 11 10 13n1 10 10 11y2 = 2, peak 2",
+        "At 9: 10 9 12n0 9 9 10y1 11 9 13n1 10 9 11n1 = 1, peak 2",
+        "At 11: 10 11 12y1 9 11 10n1 11 11 13y2 10 11 11n2 = 2, peak 2", "Peak 2, rooms 1: 2 > 1", "Answer: NO"]
 
 
-@pytest.mark.parametrize("fmt", ["trace", "scan", "check", "between"])
+@pytest.mark.parametrize("fmt", ["trace", "scan", "check", "between", "tally"])
 def test_every_worked_format_ends_in_the_solvers_answer(task, fmt):
     for problem in task.problems("balanced", "test"):
         text = task.worked_solution(problem, fmt)

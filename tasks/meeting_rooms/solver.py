@@ -108,6 +108,26 @@ def between(meetings: list[Meeting], rooms: int) -> str:
     return _marked(meetings, rooms, lambda s, t, e: f"{s} {t} {e}")
 
 
+def tally(meetings: list[Meeting], rooms: int) -> str:
+    """``between`` with every count kept as it goes: each mark ends in the number of running meetings
+    so far (``y1``, ``n1``, ``y2``...), each line in its count and the peak so far (``= 2, peak 3``),
+    and the last line copies that peak. Every number is then one step from a number just written.
+
+    A SmolLM2 student trained on ``between`` got the marks mostly right but miscounted the ``y`` of a
+    line in 70 of 215 lines and took a wrong peak in 22 of 60 answers (60-problem trial).
+    """
+    lines, peak = [], 0
+    for t in _starts(meetings):
+        running, marks = 0, []
+        for s, e in meetings:
+            running += s <= t < e
+            marks.append(f"{s} {t} {e}{'y' if s <= t < e else 'n'}{running}")
+        peak = max(peak, running)
+        lines.append(f"At {t}: {' '.join(marks)} = {running}, peak {peak}")
+    verdict, relation = _verdict(peak, rooms)
+    return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
+
+
 def _marked(meetings: list[Meeting], rooms: int, mark) -> str:
     """At each start time t, every meeting written by ``mark(start, t, end)`` then ``y`` (running at
     t) or ``n``, the ``y`` counted; then the peak and the rooms, and their comparison."""
