@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, LrlError
 from .evaluate import generate, make_record
 from .machine import cuda_torch, current_rss_mib, peak_rss_mib
-from .metrics import difference, distribution, paired_comparison, score_stage, spread
+from .metrics import _r, _rate, difference, distribution, paired_comparison, score_stage, spread
 from .progress import ProgressFn, silent
 from .types import Completion, GenerationSettings, Problem
 
@@ -245,14 +245,6 @@ def _within(outcome: RequestOutcome, times: dict, slo: dict) -> bool:
         if value is not None and value > limit:
             return False
     return True
-
-
-def _r(x: float) -> float:
-    return round(x, 6)
-
-
-def _rate(amount: float, seconds: float) -> float | None:
-    return round(amount / seconds, 3) if seconds > 0 else None
 
 
 # --- one target under load ---------------------------------------------------------------------
