@@ -18,10 +18,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # ``lrl --help`` stays fast
 _PUBLIC = {
     # the contract
-    "Task": "types", "Teacher": "types", "Backend": "types", "StudentModel": "types",
+    "Task": "contract", "Teacher": "contract", "Backend": "contract", "StudentModel": "contract",
     # what crosses it
-    "Problem": "types", "Completion": "types", "GenerationSettings": "types", "ModelSpec": "types",
-    "TeacherRequest": "types", "PluginContext": "types",
+    "Problem": "contract", "Completion": "contract", "GenerationSettings": "contract", "ModelSpec": "contract",
+    "TeacherRequest": "contract", "PluginContext": "contract", "sha256_text": "contract",
     # plugin options and errors
     "Option": "options", "check_options": "options",
     "LrlError": "errors", "ConfigError": "errors", "BackendUnavailableError": "errors",

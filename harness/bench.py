@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import machine
+from .contract import GenerationSettings, ModelSpec, Problem, sha256_text
 from .errors import ConfigError, LrlError
 from .evaluate import ask, generate, make_record, student_prompts
 from .load import TIMING_DEFINITIONS, Level, measure_load
 from .machine import cuda_torch, current_rss_mib, peak_rss_mib
 from .metrics import difference, ratios, score_stage, sequential_spread, speed
 from .progress import ProgressFn, silent
-from .types import GenerationSettings, ModelSpec, Problem, sha256_text
 
 MODEL_FIELDS = ("name", "adapter", "tokenizer", "dtype")
 """Target options that describe the model (ModelSpec fields); every other option goes to the backend."""
@@ -357,3 +357,16 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
     return entry
 
 
+def results_to_update(path: Path, task: str, preset: str, split: str) -> dict:
+    """The results file to write the benchmarks into: ``path``'s when it holds the same task, preset
+    and split, else a new one."""
+    from .results import load_results, new_results
+
+    if not path.exists():
+        return new_results(task=task, preset=preset, split=split, config={"command": "bench"})
+    results = load_results(path)
+    for key, value in (("task", task), ("preset", preset), ("split", split)):
+        if results.get(key) not in (None, value):
+            raise LrlError(f"{path} holds results for {key} {results[key]!r}, not {value!r}; "
+                           "use another --out")
+    return results

@@ -24,10 +24,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .contract import Completion, TeacherRequest, sha256_text
 from .errors import CacheMissError, LrlError, TeacherError
 from .paths import cache_dir
 from .results import atomic_write_text
-from .types import Completion, TeacherRequest, sha256_text
 
 ENTRY_SCHEMA = "lrl-harness/teacher-cache"
 ENTRY_VERSION = 1

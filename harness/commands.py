@@ -9,7 +9,6 @@ those modules are imported inside the command bodies, so ``lrl --help`` stays fa
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -90,11 +89,11 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
     Prompts are the task's student prompts without a strategy and without a chat template: the
     same text for every engine, which is what parity needs."""
+    from .contract import GenerationSettings, ModelSpec
     from .evaluate import student_prompts
     from .parity import check_parity, parity_sources
     from .results import check_writable, write_json
     from .tables import TableData, print_tables
-    from .types import GenerationSettings, ModelSpec
 
     if n < 1:
         raise LrlError(f"-n must be a positive number of problems, got {n}")
@@ -178,12 +177,12 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     from dataclasses import replace
 
     from . import machine
-    from .bench import parse_target, run_bench
+    from .bench import parse_target, results_to_update, run_bench
     from .evaluate import student_prompts
-    from .load import parse_levels, parse_slo
+    from .load import parse_levels, parse_slo, positive_numbers
     from .progress import UI
     from .report import benchmark_tables, print_tables
-    from .results import read_results, write_json
+    from .results import check_writable, read_results, write_json
     from .rundir import RunDir
     from .trained import check_prompts_match_run, run_render, run_settings, run_strategy, run_targets
 
@@ -191,21 +190,21 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     slo_limits = parse_slo(slo)
     if slo_limits and not levels:
         raise ConfigError("--slo needs a load: give --concurrency or --request-rate")
-    threads = [int(t) for t in _positive_list("--threads", threads_text)] if threads_text else None
+    threads = positive_numbers("--threads", threads_text, int) if threads_text else None
     if threads is None and isolate:
         threads = [machine.usable_cores() or 1]
     if warmup < 0 or repeats < 1:
         raise ConfigError(f"--warmup must be >= 0 and --repeats >= 1 (got {warmup} and {repeats})")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    _check_out_file(out_file)
+    check_writable(out_file)
     registry = _registry(ctx)
     run = read_results(RunDir(run_dir).results) if run_dir else None
     config = (run.config if run else None) or {}
     task_name = task_name or (run.task if run else None) or "meeting-rooms"
     preset = preset or (run.preset if run else None) or "balanced"
     split = split or (run.split if run else None) or "test"
-    results = _results_to_update(out_file, task_name, preset, split)
+    results = results_to_update(out_file, task_name, preset, split)
     task = registry.get("task", task_name).factory()
     seeds = run.provenance.seeds if run and run.provenance else None
     seed_of_split = (seeds or {}).get(split)
@@ -240,33 +239,6 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     click.echo(f"wrote {out_file}")
 
 
-def _positive_list(option: str, text: str) -> list[int]:
-    """``N[,N...]`` as positive integers; ConfigError naming ``option`` otherwise."""
-    values = []
-    for part in text.split(","):
-        try:
-            value = int(part.strip())
-        except ValueError:
-            raise ConfigError(f"{option} takes comma-separated positive integers, got {text!r}") from None
-        if value < 1:
-            raise ConfigError(f"{option} values must be positive, got {part.strip()!r}")
-        values.append(value)
-    return values
-
-
-def _check_out_file(path: Path) -> None:
-    """ConfigError unless ``path`` can be written (checked before anything is measured)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--out {path} is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
-            path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"--out {path} cannot be written (no permission, or not a folder above it)")
-
-
 def _registry(ctx: click.Context):
     """The registry of the ``lrl`` command this runs under, else one built from the installed plugins."""
     registry = getattr(ctx.find_root().obj, "registry", None)
@@ -275,21 +247,6 @@ def _registry(ctx: click.Context):
 
         registry = Registry(make_plugin_manager())
     return registry
-
-
-def _results_to_update(path: Path, task: str, preset: str, split: str) -> dict:
-    """The results file to write the benchmarks into: ``path``'s when it holds the same task, preset
-    and split, else a new one."""
-    from .results import load_results, new_results
-
-    if not path.exists():
-        return new_results(task=task, preset=preset, split=split, config={"command": "bench"})
-    results = load_results(path)
-    for key, value in (("task", task), ("preset", preset), ("split", split)):
-        if results.get(key) not in (None, value):
-            raise LrlError(f"{path} holds results for {key} {results[key]!r}, not {value!r}; "
-                           "use another --out")
-    return results
 
 
 # --- check ------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from .contract import Completion
 from .errors import ConfigError
-from .types import Completion
 
 
 class Price(NamedTuple):

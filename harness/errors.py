@@ -7,7 +7,7 @@ import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .types import Completion
+    from .contract import Completion
 
 
 class LrlError(Exception):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .types import Completion, GenerationSettings, Problem, sha256_text
+from .contract import Completion, GenerationSettings, Problem, sha256_text
 
 Render = Callable[[str], str]
 """Turns a task's prompt text into the exact string a model is given (a chat template)."""

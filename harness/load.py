@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .contract import Completion, GenerationSettings, Problem
 from .errors import ConfigError, LrlError
 from .evaluate import generate, make_record
 from .machine import cuda_torch, current_rss_mib, peak_rss_mib
 from .metrics import _r, _rate, difference, distribution, paired_comparison, score_stage, spread
 from .progress import ProgressFn, silent
-from .types import Completion, GenerationSettings, Problem
 
 if TYPE_CHECKING:
     from .bench import Target
@@ -89,8 +89,8 @@ class LoadRun:
 def parse_levels(concurrency: str | None, request_rate: str | None) -> list[Level]:
     """``--concurrency 1,4,16`` and/or ``--request-rate 2,8``: one level per value (a rate with a single
     concurrency value is capped by it). ConfigError, one line, on anything else."""
-    concurrencies = _numbers("--concurrency", concurrency, int) if concurrency is not None else []
-    rates = _numbers("--request-rate", request_rate, float) if request_rate is not None else []
+    concurrencies = positive_numbers("--concurrency", concurrency, int) if concurrency is not None else []
+    rates = positive_numbers("--request-rate", request_rate, float) if request_rate is not None else []
     if rates and len(concurrencies) > 1:
         raise ConfigError("--request-rate takes at most one --concurrency value (the cap on requests in flight)")
     if rates:
@@ -99,7 +99,8 @@ def parse_levels(concurrency: str | None, request_rate: str | None) -> list[Leve
     return [Level(concurrency=c) for c in concurrencies]
 
 
-def _numbers(option: str, text: str, kind) -> list:
+def positive_numbers(option: str, text: str, kind) -> list:
+    """``N[,N...]`` as distinct positive numbers of ``kind``; ConfigError naming ``option`` otherwise."""
     values = []
     for part in str(text).split(","):
         try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .contract import Completion, GenerationSettings, Problem, sha256_text
 from .errors import LrlError, TokenMismatchError
 from .evaluate import ask, make_records
-from .types import Completion, GenerationSettings, Problem, sha256_text
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import machine
 from .config import RunConfig
+from .contract import StudentModel
 from .errors import ConfigError, LrlError, ResultsFileError
 from .plugins import Registry
 from .progress import UI
@@ -26,7 +27,6 @@ from .results import STAGE_LABELS, STAGES, check_writable, load_results, new_res
 from .rundir import RunDir
 from .stages import STAGE_FUNCTIONS, Run, export, parity
 from .stages.gguf import engines
-from .types import StudentModel
 
 TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
 STUDENT_STAGES = ("student_baseline", "lora")
@@ -87,11 +87,11 @@ class Pipeline:
             if wanted and any(s in STUDENT_STAGES for s in wanted):
                 student = self.student
                 if "lora" in wanted:
-                    from .training import resolve_settings
+                    from .recipes import resolve_settings
 
                     resolve_settings({**student.lora, **cfg.lora})
         elif cfg.lora:
-            from .training import resolve_settings
+            from .recipes import resolve_settings
 
             resolve_settings(cfg.lora)
         if cfg.export and "lora" in cfg.stages:

@@ -122,13 +122,13 @@ class BackendPool:
 
 
 def _spec(model):
-    from .types import ModelSpec
+    from .contract import ModelSpec
 
     return model if isinstance(model, ModelSpec) else ModelSpec(path=str(model))
 
 
 def _settings(settings, max_new_tokens):
-    from .types import GenerationSettings
+    from .contract import GenerationSettings
 
     if settings is not None:
         return settings

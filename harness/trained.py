@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bench import Target
+from .contract import GenerationSettings, ModelSpec, Problem, sha256_text
 from .errors import LrlError
 from .evaluate import Render, chat_template, describe
 from .rundir import RunDir
-from .types import GenerationSettings, ModelSpec, Problem, sha256_text
 
 if TYPE_CHECKING:
     from .schema import Results, StageBlock

@@ -23,85 +23,9 @@ from pathlib import Path
 
 from .errors import BackendUnavailableError, ConfigError
 from .prompting import encode_prompt
+from .recipes import resolve_settings
 
-# The original experiment's recipe (Hugging Face Trainer defaults where it set nothing).
-DEFAULT_SETTINGS = {
-    "r": 8,
-    "alpha": 16,
-    "dropout": 0.05,
-    "target_modules": ["q_proj", "v_proj"],
-    "modules_to_save": None,
-    "epochs": 3,
-    "max_steps": None,
-    "lr": 2e-4,
-    "batch_size": 1,
-    "grad_accum": 8,
-    "warmup_ratio": 0.0,
-    "schedule": "linear",
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "device": "auto",
-    "dtype": "auto",
-    # logits only from the first answer token on (the same loss, less time and memory with a large
-    # vocabulary; other matmul shapes, so not bit-identical to full logits)
-    "answer_logits_only": False,
-}
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-SCHEDULES = ("cosine", "linear", "constant")
 ADAPTER_PREFIX = "adapter_"
-
-
-def resolve_settings(settings: dict | None) -> dict:
-    unknown = sorted(set(settings or {}) - set(DEFAULT_SETTINGS))
-    if unknown:
-        raise ConfigError(f"unknown LoRA setting {unknown[0]!r}; known: {', '.join(DEFAULT_SETTINGS)}")
-    s = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
-    if s["dtype"] not in DTYPES:
-        raise ConfigError(f"unknown LoRA dtype {s['dtype']!r}; available: {', '.join(DTYPES)}")
-    if s["schedule"] not in SCHEDULES:
-        raise ConfigError(f"unknown LoRA schedule {s['schedule']!r}; available: {', '.join(SCHEDULES)}")
-    for key in ("r", "batch_size", "grad_accum"):
-        if not isinstance(s[key], int) or s[key] < 1:
-            raise ConfigError(f"LoRA setting {key} must be a positive integer, got {s[key]!r}")
-    if not isinstance(s["answer_logits_only"], bool):
-        raise ConfigError(f"LoRA setting answer_logits_only must be true or false, got {s['answer_logits_only']!r}")
-    if s["max_steps"] is None and not (isinstance(s["epochs"], (int, float)) and s["epochs"] > 0):
-        raise ConfigError(f"LoRA setting epochs must be positive, got {s['epochs']!r}")
-    if s["max_steps"] is not None and (not isinstance(s["max_steps"], int) or s["max_steps"] < 1):
-        raise ConfigError(f"LoRA setting max_steps must be a positive integer, got {s['max_steps']!r}")
-    if isinstance(s["target_modules"], tuple):
-        s["target_modules"] = list(s["target_modules"])
-    _check_number(s, "lr", 0, None, "a positive number", open_low=True)
-    _check_number(s, "alpha", 0, None, "a positive number", open_low=True)
-    _check_number(s, "dropout", 0, 1, "a number from 0 to below 1", open_high=True)
-    _check_number(s, "warmup_ratio", 0, 1, "a number from 0 to below 1", open_high=True)
-    _check_number(s, "weight_decay", 0, None, "a non-negative number")
-    _check_number(s, "max_grad_norm", 0, None, "a positive number", open_low=True)
-    if s["max_steps"] is None:
-        _check_number(s, "epochs", 0, None, "a positive number", open_low=True)
-    modules = s["target_modules"]
-    if not (isinstance(modules, str) and modules) and not (
-            isinstance(modules, list) and modules and all(isinstance(m, str) and m for m in modules)):
-        raise ConfigError(f"LoRA setting target_modules must be a module name, 'all-linear' or a list of names, "
-                          f"got {modules!r}")
-    saved = s["modules_to_save"]
-    if saved is not None and not (isinstance(saved, list) and all(isinstance(m, str) and m for m in saved)):
-        raise ConfigError(f"LoRA setting modules_to_save must be a list of module names, got {saved!r}")
-    if not isinstance(s["device"], str) or not (s["device"] in ("auto", "cpu", "cuda", "mps")
-                                                 or s["device"].startswith("cuda:")):
-        raise ConfigError(f"LoRA setting device must be auto, cpu, cuda or cuda:N, got {s['device']!r}")
-    return s
-
-
-def _check_number(s: dict, key: str, low: float, high: float | None, words: str, *, open_low: bool = False,
-                  open_high: bool = False) -> None:
-    value = s[key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if open_low else value >= low) and (
-            high is None or (value < high if open_high else value <= high))
-    if not ok:
-        raise ConfigError(f"LoRA setting {key} must be {words}, got {value!r}")
 
 
 def import_torch():

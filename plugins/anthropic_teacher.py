@@ -28,12 +28,11 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, TeacherRequest, hookimpl
 from lrl_harness.cache import TeacherError
 from lrl_harness.cost import load_prices
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
-from lrl_harness.types import Completion, TeacherRequest
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 ORIGINAL_MODEL = "claude-3-5-haiku-20241022"

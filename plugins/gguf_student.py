@@ -18,11 +18,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lrl_harness import hookimpl
+from lrl_harness import StudentModel, hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.export import read_gguf_header, sha256_file
 from lrl_harness.options import Option, check_options
-from lrl_harness.types import StudentModel
 from lrl_harness_plugins.hf_student import OPTIONS as HF_OPTIONS
 from lrl_harness_plugins.hf_student import hf_student
 

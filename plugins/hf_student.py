@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrl_harness import hookimpl
+from lrl_harness import StudentModel, hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
-from lrl_harness.recipes import RECIPES, apply_recipe
-from lrl_harness.training import DEFAULT_SETTINGS
-from lrl_harness.types import StudentModel
+from lrl_harness.recipes import DEFAULT_SETTINGS, RECIPES, apply_recipe
 
 ORIGINAL_LORA = dict(DEFAULT_SETTINGS)  # the original experiment's recipe
 OPTIONS = {

@@ -25,10 +25,9 @@ import os
 import time
 from pathlib import Path
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
 from lrl_harness.options import Option, check_options
-from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 OPTIONS = {
     "n_threads": Option(int, None, "threads (default: half the cores)", min=1, nullable=True),

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, GenerationSettings, ModelSpec, TeacherRequest, hookimpl
 from lrl_harness.cache import TeacherError
 from lrl_harness.errors import ConfigError
-from lrl_harness.types import Completion, GenerationSettings, ModelSpec, TeacherRequest
 
 DEFAULT_MAX_TOKENS = 1024
 SPEC_FIELDS = ("adapter", "tokenizer", "dtype", "name")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, TeacherRequest, hookimpl
 from lrl_harness.options import Option, check_options
-from lrl_harness.types import Completion, TeacherRequest
 
 
 class SolverTeacher:

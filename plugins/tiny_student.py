@@ -25,9 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lrl_harness import hookimpl
+from lrl_harness import StudentModel, hookimpl
 from lrl_harness.errors import ConfigError
-from lrl_harness.types import StudentModel
 
 BUILDER_VERSION = "tiny-student/1"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")

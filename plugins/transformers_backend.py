@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
 from lrl_harness.prompting import encode_prompt
 from lrl_harness.training import import_torch
-from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 DEFAULT_BATCH_SIZE = 32
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",

@@ -18,9 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from lrl_harness import hookimpl
+from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
 from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.types import Completion, GenerationSettings, ModelSpec
 
 MIN_CAPABILITY = (7, 0)
 BF16_CAPABILITY = (8, 0)

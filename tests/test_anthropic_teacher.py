@@ -19,6 +19,7 @@ from fake_anthropic import (
     server_error,
     slow,
 )
+from lrl_harness import Completion, PluginContext, TeacherRequest
 from lrl_harness.cache import CachedTeacher, TeacherError
 from lrl_harness.cost import (
     DEFAULT_PRICES,
@@ -31,7 +32,6 @@ from lrl_harness.cost import (
 )
 from lrl_harness.errors import ConfigError, LrlError
 from lrl_harness.plugins import Registry, make_plugin_manager
-from lrl_harness.types import Completion, PluginContext, TeacherRequest
 from lrl_harness_plugins.anthropic_teacher import (
     DEFAULT_MODEL,
     ORIGINAL_MODEL,

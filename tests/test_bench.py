@@ -12,14 +12,13 @@ from types import SimpleNamespace
 import lrl_harness_tasks.meeting_rooms as meeting_rooms
 import pytest
 from click.testing import CliRunner
-from lrl_harness import hookimpl
+from lrl_harness import Completion, ModelSpec, hookimpl, sha256_text
 from lrl_harness.bench import parse_target, run_bench, unique_labels
 from lrl_harness.commands import bench_command
 from lrl_harness.errors import ConfigError, LrlError
 from lrl_harness.metrics import percentile, score_stage
 from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness.results import load_results, new_results, write_json
-from lrl_harness.types import Completion, ModelSpec, sha256_text
 from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous
 
 LOADED = []  # every stand-in created, to inspect what the bench asked of it

@@ -2,8 +2,8 @@
 
 The backend is a stand-in that answers YES to every prompt."""
 
+from lrl_harness import Completion, GenerationSettings, sha256_text
 from lrl_harness.evaluate import ask, evaluate, make_record, regrade, student_prompts
-from lrl_harness.types import Completion, GenerationSettings, sha256_text
 
 RECORD_KEYS = ["problem_id", "difficulty", "problem", "meetings", "rooms", "max_simultaneous", "expected", "answer",
                "correct", "response", "finish_reason", "truncated", "prompt_sha256", "prompt_tokens",

@@ -141,9 +141,9 @@ def test_fp16_training_with_loss_scaling_like_a_pre_ampere_card(tmp_path):
 def test_vllm_refuses_in_one_line_where_it_cannot_run():
     """Where vllm is not installed (or the GPU is too old) the backend refuses in one line; where it is,
     this machine is the place to run it and the test says so."""
+    from lrl_harness import ModelSpec
     from lrl_harness.errors import LrlError
     from lrl_harness.plugins import Registry, make_plugin_manager
-    from lrl_harness.types import ModelSpec
     from lrl_harness_plugins import vllm_backend
 
     if vllm_backend.vllm_installed():

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.errors import ConfigError, LrlError
 from lrl_harness.export import GGUFError, export_model
-from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 

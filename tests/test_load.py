@@ -135,7 +135,7 @@ def test_out_must_be_writable_before_measuring(tmp_path, capsys):
     with SlowServer(delay_s=0.0) as server:
         assert bench(server, blocker / "b.json", "2", "--concurrency", "1") == 2
         assert server.completions == 0
-    assert "cannot be written" in capsys.readouterr().err
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_bad_backend_options_are_one_line(tmp_path, capsys):

@@ -17,8 +17,8 @@ import time
 import urllib.request
 
 import pytest
+from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_plugins.openai_backend import OpenAIBackend, ServerError
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.cli import main
 from lrl_harness.errors import LrlError
 from lrl_harness.metrics import mcnemar_exact
 from lrl_harness.parity import TokenMismatchError, check_parity, first_difference
-from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_plugins.transformers_backend import TransformersBackend
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from lrl_harness import hookimpl
-from lrl_harness.types import Completion
+from lrl_harness import Completion
 from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous
 
 LOADS = []

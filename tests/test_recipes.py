@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from lrl_harness import hookimpl
+from lrl_harness import StudentModel, hookimpl
 from lrl_harness.cli import main
 from lrl_harness.config import RunConfig
 from lrl_harness.errors import ConfigError
-from lrl_harness.recipes import RECIPES, apply_recipe, get_recipe
-from lrl_harness.training import DEFAULT_SETTINGS, resolve_settings
-from lrl_harness.types import StudentModel
+from lrl_harness.recipes import DEFAULT_SETTINGS, RECIPES, apply_recipe, get_recipe, resolve_settings
 
 
 def test_the_seed_recipe_is_the_original_experiments():

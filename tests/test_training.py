@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.errors import ConfigError
+from lrl_harness.recipes import resolve_settings
 from lrl_harness.training import (
     adapter_sha256,
     encode_example,
     learning_rate_factor,
     merge_adapter,
-    resolve_settings,
     train_lora,
 )
-from lrl_harness.types import GenerationSettings, ModelSpec
 from lrl_harness_plugins.tiny_student import TINY_LORA, build_tiny_student
 from lrl_harness_plugins.transformers_backend import transformers_backend
 

@@ -4,9 +4,9 @@ against the merged Hugging Face model."""
 from __future__ import annotations
 
 from .. import machine
+from ..contract import Completion, GenerationSettings, ModelSpec, sha256_text
 from ..evaluate import student_prompts
 from ..rundir import file_tree_sha256
-from ..types import Completion, GenerationSettings, ModelSpec, sha256_text
 from .run import Run
 from .student import merged
 

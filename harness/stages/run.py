@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
+from ..contract import PluginContext, Problem, StudentModel, call_factory
 from ..errors import ConfigError
 from ..evaluate import Render
 from ..plugins import Registry
 from ..progress import UI
 from ..rundir import RunDir
-from ..types import PluginContext, Problem, StudentModel, call_factory
 
 
 @dataclass

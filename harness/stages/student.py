@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from ..contract import GenerationSettings, ModelSpec, Problem, TeacherRequest, sha256_text
 from ..evaluate import ask, rendered, student_prompts, usage_of
 from ..results import atomic_write_text, write_json
-from ..types import GenerationSettings, ModelSpec, Problem, TeacherRequest, sha256_text
 from .run import Run, StageOutput
 
 

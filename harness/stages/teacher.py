@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from ..contract import Problem, TeacherRequest, sha256_text
 from ..evaluate import make_records, usage_of
 from ..results import atomic_write_text
-from ..types import Problem, TeacherRequest, sha256_text
 from .run import Run, StageOutput
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from lrl_harness.types import Problem
+from lrl_harness import Problem
 
 from .solver import max_simultaneous
 
