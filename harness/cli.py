@@ -92,8 +92,9 @@ def _failure(pm, impl, exc):
 @click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
 @click.option("--recipe", help="Transfer recipe: seed (the original experiment's) or small (for small "
               "pretrained students); default: the student's. Single choices below override it.")
-@click.option("--transfer-format", type=click.Choice(["label", "trace", "scan", "check", "between", "tally"]),
-              help="label: strategy+problem -> answer (the original); trace: the worked sweep-line trace, then "
+@click.option("--transfer-format",
+              help="One of the task's transfer formats (checked against it). meeting-rooms: "
+              "label: strategy+problem -> answer (the original); trace: the worked sweep-line trace, then "
               "the answer; scan: the meetings running at each start time, counted, then the answer (no "
               "sorting); check: every meeting marked running or not at each start time, counted; between: check "
               "with each mark written as start, time, end; tally: between with running counts and the peak so "

@@ -75,9 +75,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.transfer_format not in (None, "label", "trace", "scan", "check", "between", "tally"):
-            raise ConfigError(f"transfer_format must be 'label', 'trace', 'scan', 'check', 'between' or 'tally', "
-                              f"got {self.transfer_format!r}")
+        if self.transfer_format is not None and not (isinstance(self.transfer_format, str) and self.transfer_format):
+            raise ConfigError(f"transfer_format must be a format name, got {self.transfer_format!r}")
         if self.transfer_source not in ("code", "teacher"):
             raise ConfigError(f"transfer_source must be 'code' or 'teacher', got {self.transfer_source!r}")
         for name in ("train_n", "test_n", "transfer_n", "max_new_tokens"):

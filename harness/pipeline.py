@@ -72,6 +72,8 @@ class Pipeline:
             folder.check_config(cfg.identity(), cfg.identity_hash())
         for split in ("train", "test"):
             self.run_state.split_seed(split)  # an unknown preset fails here
+        if cfg.transfer_format is not None:
+            self._check_transfer_format(cfg.transfer_format)  # before a student is prepared
         done = (folder.existing_results() or {}).get("stages", {})
         wanted = [s for s in STAGES if s in cfg.stages and s not in done]
         teacher_reg = self.registry.get("teacher", cfg.teacher)
@@ -86,6 +88,7 @@ class Pipeline:
                               unknown_label=cfg.backend)
             if wanted and any(s in STUDENT_STAGES for s in wanted):
                 student = self.student
+                self._check_transfer_format(cfg.transfer_format or student.transfer_format)
                 if "lora" in wanted:
                     from .recipes import resolve_settings
 
@@ -106,6 +109,13 @@ class Pipeline:
                 "lora" in wanted and cfg.transfer_source == "teacher"):
             self.teacher.info()  # a missing key or a bad option fails now
         check_writable(self.out, folder=True)
+
+    def _check_transfer_format(self, fmt: str) -> None:
+        """The transfer format must be one the task declares (``Task.transfer_formats``)."""
+        formats = self.run_state.task.transfer_formats
+        if fmt not in formats:
+            raise ConfigError(f"transfer format {fmt!r} is not one of the formats of task {self.config.task}: "
+                              f"{', '.join(formats)}")
 
     def _open_out_dir(self) -> dict:
         """Create the folder, or resume the run already in it when it has the same configuration."""
