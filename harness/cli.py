@@ -106,7 +106,7 @@ def _failure(pm, impl, exc):
 @click.option("--distill-every", type=int, help="New strategy every N batches (default 5).")
 @click.option("--journal-chars", type=int, help="Journal characters given to distillation (default 5000).")
 @click.option("--export", "export_quants", help="GGUF files to write after training, comma-separated "
-              "(default f32,q8_0,q4_k_m; 'none' to skip).")
+              "(default: the student's recipe's, else f32,q8_0,q4_k_m; 'none' to skip).")
 @click.option("--prices", type=click.Path(dir_okay=False), help="JSON/TOML price table for teacher cost.")
 @click.option("--cache-only", is_flag=True, help="Replay teacher answers from the cache; fail on a miss.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher response cache.")

@@ -44,15 +44,17 @@ class RunConfig:
     journal_chars: int = 5000
     lora: dict = field(default_factory=dict)  # overrides of the student's LoRA defaults
     max_new_tokens: int | None = None  # student generation; None: the student's default
+    # the untrained student's answers (student_baseline); None: the budget above, at most 256
+    baseline_max_new_tokens: int | None = None
     teacher_max_tokens: int = 1024
     stages: list = field(default_factory=lambda: list(STAGES))
-    export: list = field(default_factory=lambda: ["f32", "q8_0", "q4_k_m"])  # [] to skip export
+    export: list | None = None  # GGUF types after training; None: the student's (f32, q8_0, q4_k_m); [] to skip
     prices: str | None = None
 
     # Not part of a run's identity: how it runs, not what it computes.
     NON_IDENTITY = ("prices",)
     # Added after runs were recorded: part of a run's identity only when set, so those runs keep theirs.
-    IDENTITY_WHEN_SET = ("gguf_backend",)
+    IDENTITY_WHEN_SET = ("gguf_backend", "baseline_max_new_tokens", "export")
 
     def identity(self) -> dict:
         data = dataclasses.asdict(self)
@@ -79,7 +81,7 @@ class RunConfig:
             raise ConfigError(f"transfer_format must be a format name, got {self.transfer_format!r}")
         if self.transfer_source not in ("code", "teacher"):
             raise ConfigError(f"transfer_source must be 'code' or 'teacher', got {self.transfer_source!r}")
-        for name in ("train_n", "test_n", "transfer_n", "max_new_tokens"):
+        for name in ("train_n", "test_n", "transfer_n", "max_new_tokens", "baseline_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -97,7 +99,7 @@ class RunConfig:
             raise ConfigError(f"no stage to run; stages are: {', '.join(STAGES)}")
         from .export import QUANT_FTYPES
 
-        unknown = [q for q in self.export if not isinstance(q, str) or q.lower() not in QUANT_FTYPES]
+        unknown = [q for q in self.export or () if not isinstance(q, str) or q.lower() not in QUANT_FTYPES]
         if unknown:
             raise ConfigError(f"unknown export quantisation {unknown[0]!r}; available: "
                               f"{', '.join(QUANT_FTYPES)} (or 'none' to skip export)")

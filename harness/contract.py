@@ -93,6 +93,8 @@ class StudentModel:
     lora: dict = field(default_factory=dict)
     max_new_tokens: int | None = 64
     """None: the pipeline derives it from the transfer format and the student's tokenizer."""
+    export: tuple[str, ...] | None = None
+    """GGUF types written after training when the run names none; None: f32, q8_0, q4_k_m."""
     info: dict = field(default_factory=dict)
 
 

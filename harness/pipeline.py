@@ -97,7 +97,7 @@ class Pipeline:
             from .recipes import resolve_settings
 
             resolve_settings(cfg.lora)
-        if cfg.export and "lora" in cfg.stages:
+        if "lora" in cfg.stages and self.run_state.export_quants():
             from .converter import llama_cpp_version
 
             try:
@@ -169,14 +169,17 @@ class Pipeline:
             results.update(output.results)
             results["provenance"].update(output.provenance)
             results["stages"][stage] = block
+            run.note_memory(stage)
             run.save()
             self.pm.hook.stage_finished(stage=stage, result=block)
             self.ui.say(_stage_line(block))
-        if "lora" in results["stages"] and self.config.export and "export" not in results:
+        if "lora" in results["stages"] and "export" not in results and run.export_quants():
             results["export"] = export(run)
+            run.note_memory("export")
             run.save()
         if "export" in results and "parity" not in results:
             results["parity"] = parity(run)
+            run.note_memory("parity")
             run.save()
             self.ui.say(_parity_line(results["parity"]))
         cost = self._cost_block()

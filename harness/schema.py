@@ -325,6 +325,9 @@ class Results(Identity):
     cost: Cost | None = None
     benchmarks: Benchmarks | None = None
     elapsed_s: Number | None = None
+    # the run's peak resident memory so far (MiB), noted after each step: the first step whose
+    # figure reaches the last holds the run's peak
+    peak_rss_mib: dict[str, Number] | None = None
 
     @property
     def backends(self) -> dict[str, BenchEntry]:

@@ -110,7 +110,7 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         raise ConfigError("no training examples")
     started = time.perf_counter()
     device = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = training_dtype(torch, device, s["dtype"])
+    dtype, cpu_mixed = training_dtype(torch, device, s["dtype"]), cpu_bfloat16(torch, device, s["dtype"])
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     eos_id = tokenizer.eos_token_id
@@ -134,7 +134,8 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         resume = None
         if checkpoint is not None:
             resume = _Resume(torch, Path(checkpoint), _fingerprint(s, seed, encoded, model_path), checkpoint_every)
-        result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress, resume)
+        result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress, resume,
+                           cpu_mixed)
 
     trainable_params = sum(p.numel() for p in trainable)
     out_dir = Path(out_dir)
@@ -152,6 +153,9 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         "trainable_params": trainable_params,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
+        # the precision the matrix products ran in, when autocast lowered it below the weights' dtype
+        "autocast": "bfloat16" if cpu_mixed else (str(dtype).removeprefix("torch.") if dtype != torch.float32
+                                                    else None),
         "adapter_sha256": adapter_sha256(out_dir),
     }
     if result.get("resumed_at_step"):
@@ -164,14 +168,33 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
 
 def training_dtype(torch, device: str, requested: str = "auto"):
     """The base model's dtype: float32 on the CPU; on a GPU bfloat16 where supported, else float16
-    (with loss scaling), unless ``requested`` names one (``float16`` mimics a pre-Ampere card)."""
+    (with loss scaling), unless ``requested`` names one (``float16`` mimics a pre-Ampere card).
+    ``mixed`` is ``auto`` on a GPU; on the CPU the weights stay float32 (see :func:`cpu_bfloat16`)."""
+    if requested == "mixed":
+        requested = "auto"
     if requested != "auto":
         if requested != "float32" and not device.startswith("cuda"):
-            raise ConfigError(f"LoRA dtype {requested} needs a CUDA device; the CPU trains in float32")
+            raise ConfigError(f"LoRA dtype {requested} needs a CUDA device; the CPU trains in float32 "
+                              f"(or 'mixed': bfloat16 products where the CPU has them)")
         return getattr(torch, requested)
     if not device.startswith("cuda"):
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_bfloat16(torch, device: str, requested: str) -> bool:
+    """Whether training on the CPU runs its products in bfloat16 (autocast; weights, LoRA master
+    copies, loss and optimizer stay float32): for ``mixed`` on a CPU with native bfloat16
+    instructions (AVX512-BF16 or AMX), where it is about 1.8 times as fast as float32 for a 135M
+    model. Elsewhere bfloat16 is emulated and slower, so ``mixed`` trains in float32."""
+    if requested != "mixed" or device != "cpu":
+        return False
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    supported = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(mkldnn and mkldnn.is_available() and supported and supported())
+    except RuntimeError:
+        return False
 
 
 def _sort_adapter_config(folder: Path) -> None:
@@ -229,7 +252,7 @@ class _Resume:
 
 
 def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress,
-              resume: _Resume | None = None) -> dict:
+              resume: _Resume | None = None, cpu_mixed: bool = False) -> dict:
     micro, accum = s["batch_size"], s["grad_accum"]
     per_step = micro * accum
     if s["max_steps"] is not None:
@@ -239,8 +262,10 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     warmup = int(round(s["warmup_ratio"] * total))
     optimizer = torch.optim.AdamW(trainable, lr=s["lr"], weight_decay=s["weight_decay"])
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    autocast = (torch.autocast("cuda", dtype=dtype) if device.startswith("cuda") and dtype != torch.float32
-                else torch.autocast("cpu", enabled=False))
+    if device.startswith("cuda") and dtype != torch.float32:
+        autocast = torch.autocast("cuda", dtype=dtype)
+    else:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_mixed)
     batches_stream = _micro_batches(torch, encoded, micro, seed)
     partial_logits = (s["answer_logits_only"]
                       and "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters)

@@ -50,6 +50,11 @@ def test_provenance_and_files(offline_run):
     for key in ("strategy_sha256", "transfer_sha256", "adapter_sha256", "prompt_version", "machine", "seeds"):
         assert prov.get(key), key
     assert prov["machine"]["packages"]["torch"]
+    # the peak memory so far after each step, growing
+    peaks = results["peak_rss_mib"]
+    assert list(peaks) == ["student_baseline", "teacher_baseline", "bootstrap", "lrl", "lora training", "lora",
+                           "export", "parity"]
+    assert all(0 < a <= b for a, b in zip(list(peaks.values()), list(peaks.values())[1:]))
     assert results["training"]["loss_curve"][-1][1] < results["training"]["loss_curve"][0][1]
     assert results["transfer"]["format"] == "trace" and results["transfer"]["yes"] == results["transfer"]["no"]
     for name in ("journal.log", "journal.txt", "strategy_evolution.log", "strategy.txt", "transfer.jsonl"):

@@ -46,6 +46,9 @@ def test_every_stage_runs_on_the_real_model_with_its_chat_template(smollm2_run):
     budget = results["provenance"]["generation_budget"]
     assert budget["max_new_tokens"] == budget["longest_target_tokens"] + 16
     assert stages["lora"]["who"]["settings"]["max_new_tokens"] == budget["max_new_tokens"]
+    # the untrained student's budget: the run's, at most 256 (it answers in its own words)
+    assert budget["baseline_max_new_tokens"] == min(budget["max_new_tokens"], 256)
+    assert stages["student_baseline"]["who"]["settings"]["max_new_tokens"] == budget["baseline_max_new_tokens"]
     assert results["training"]["steps"] == 3
     assert results["training"]["loss_curve"][-1][1] < results["training"]["loss_curve"][0][1]
 

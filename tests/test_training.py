@@ -10,6 +10,7 @@ from lrl_harness.errors import ConfigError
 from lrl_harness.recipes import resolve_settings
 from lrl_harness.training import (
     adapter_sha256,
+    cpu_bfloat16,
     encode_example,
     learning_rate_factor,
     merge_adapter,
@@ -50,6 +51,28 @@ def test_training_lowers_the_loss_and_reports_itself(trained, examples):
     assert report["settings"]["r"] == 4 and report["settings"]["target_modules"] == "all-linear"
     assert [c[0] for c in calls] == list(range(1, 25)) and all(c[1] == 24 for c in calls)
     assert report["final_loss"] == pytest.approx(calls[-1][2], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_mixed_precision_on_the_cpu_trains_and_says_so(model_dir, examples, tmp_path):
+    """``dtype=mixed``: bfloat16 products where the CPU has them (weights and optimizer float32),
+    float32 elsewhere; training.json says which."""
+    import torch
+
+    native = cpu_bfloat16(torch, "cpu", "mixed")
+    report = train_lora(str(model_dir), examples, tmp_path / "adapter", {**FAST, "dtype": "mixed"}, seed=7)
+    assert report["dtype"] == "float32"
+    assert report["autocast"] == ("bfloat16" if native else None)
+    assert report["loss_curve"][-1][1] < report["loss_curve"][0][1] * 0.8
+
+
+def test_only_mixed_asks_for_bfloat16_products_on_the_cpu():
+    import torch
+
+    assert not cpu_bfloat16(torch, "cpu", "auto") and not cpu_bfloat16(torch, "cpu", "float32")
+    assert not cpu_bfloat16(torch, "cuda", "mixed")
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        train_lora("unused", [{"prompt": "p", "target": "t"}], "unused", {"dtype": "bfloat16", "device": "cpu"})
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ def export(run: Run) -> dict:
     from ..export import export_model
 
     merged_dir = merged(run)
-    with run.status(f"writing GGUF {', '.join(run.config.export)}"):
-        info = export_model(merged_dir, run.folder.export, quants=tuple(run.config.export),
+    quants = run.export_quants()
+    with run.status(f"writing GGUF {', '.join(quants)}"):
+        info = export_model(merged_dir, run.folder.export, quants=tuple(quants),
                             progress=lambda message: run.ui.say(f"  {message}"))
     prefix = run.folder.export.relative_to(run.folder.root)
     for entry in info["files"].values():

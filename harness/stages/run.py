@@ -161,6 +161,35 @@ class Run:
         provenance["generation_budget"] = budget
         return budget["max_new_tokens"]
 
+    def export_quants(self) -> list[str]:
+        """The GGUF types to write after training: the run's, else the student's (its recipe's), else
+        f32, q8_0 and q4_k_m."""
+        from ..export import DEFAULT_QUANTS
+
+        if self.config.export is not None:
+            return list(self.config.export)
+        return list(self.student.export or DEFAULT_QUANTS)
+
+    BASELINE_CAP = 256
+
+    def baseline_budget(self) -> int:
+        """New tokens per answer of the untrained student (student_baseline): the run's budget, but at
+        most 256 unless set (``baseline_max_new_tokens``). The budget above is sized for the worked
+        answers the student is trained to write; before training a pretrained instruct student
+        answers in its own words (SmolLM2-135M: every answer it finished took at most 189 tokens)
+        or rambles on to any limit (a third of its answers ran to 495), so a longer limit only
+        buys rambling. Recorded beside the run's budget; cut answers are counted as truncated."""
+        budget, cfg = self.generation_budget(), self.config
+        recorded = self.results["provenance"]["generation_budget"]
+        if cfg.baseline_max_new_tokens:
+            value, source = cfg.baseline_max_new_tokens, "option"
+        elif cfg.max_new_tokens:
+            value, source = budget, "option max_new_tokens"
+        else:
+            value, source = min(budget, self.BASELINE_CAP), f"the run's budget, at most {self.BASELINE_CAP}"
+        recorded.update(baseline_max_new_tokens=value, baseline_source=source)
+        return value
+
     # --- scoring -----------------------------------------------------------------------------
 
     def finish_stage(self, records: list[dict], who: dict, elapsed: float, extra_usage=()) -> dict:
@@ -197,6 +226,14 @@ class Run:
         total = round(self._elapsed_before + time.perf_counter() - self._started, 3)
         self.folder.record_elapsed(total)
         return total
+
+    def note_memory(self, step: str) -> None:
+        """The process's peak resident memory so far (MiB), after ``step``: peaks only grow, so the
+        step that raised the figure to its last value holds the run's peak. Steps skipped by a
+        resumed run keep the figure of the invocation that ran them."""
+        from ..machine import peak_rss_mib
+
+        self.results.setdefault("peak_rss_mib", {})[step] = peak_rss_mib()
 
     def save(self) -> None:
         from ..results import write_json
