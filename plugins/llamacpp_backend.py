@@ -16,7 +16,13 @@ model's metadata asks for it, and never twice.
 Options: ``n_threads`` (half the cores, llama-cpp-python's own default: its threads wait for each
 other, so one busy core stalls them all), ``n_ctx`` (2048, or the model's training context when
 shorter), ``n_batch`` (512), ``seed`` (0), ``lora_scale`` (1.0), ``prefix_cache`` (true; false
-re-evaluates every prompt from scratch, for measuring what the cache saves).
+re-evaluates every prompt from scratch, for measuring what the cache saves), ``batch_size`` (1).
+
+``batch_size=N`` (N > 1) completes greedy prompts N at a time: a second llama.cpp context holds a
+sequence per prompt and every step decodes the next token of all unfinished ones together, so the
+weights are read once per step for all of them (the throughput of a server's parallel slots,
+without the server). A batch's latency is its wall time divided by its size, as for the
+transformers backend; sampling, stop strings and GGUF adapters still go one at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ OPTIONS = {
     "seed": Option(int, 0, "sampling seed", min=0),
     "lora_scale": Option(float, 1.0, "scale of a GGUF LoRA adapter", min=0),
     "prefix_cache": Option(bool, True, "reuse the KV cache of the previous prompt's shared prefix"),
+    "batch_size": Option(int, 1, "greedy prompts decoded together (1: one at a time)", min=1, max=256),
     "quant": Option(str, "f32", "GGUF type when a Hugging Face directory is exported first",
                     choices=("f32", "f16", "q8_0", "q4_k_m")),
 }
@@ -77,6 +84,7 @@ class LlamaCppBackend:
         self.seed = options["seed"]
         self.prefix_cache = options["prefix_cache"]
         self.lora_scale = options["lora_scale"]
+        self.batch_size = options["batch_size"]
         try:
             self.llm = Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_batch=self.n_batch, n_threads=self.n_threads,
@@ -148,7 +156,10 @@ class LlamaCppBackend:
     # --- generation -----------------------------------------------------------------------------
 
     def generate(self, prompts: list[str], settings: GenerationSettings, progress=None) -> list[Completion]:
-        """Complete the prompts one by one; ``progress(done)`` after each."""
+        """Complete the prompts one by one (or ``batch_size`` at a time); ``progress(done)`` after each
+        prompt (each batch)."""
+        if self.batch_size > 1 and len(prompts) > 1 and self._batchable(settings):
+            return self._in_batches(prompts, settings, progress)
         completions = []
         for prompt in prompts:
             completions.append(self._one(prompt, settings))
@@ -162,6 +173,97 @@ class LlamaCppBackend:
         if settings.temperature == 0:
             return {**common, "temp": 0.0, "top_k": 1}
         return {**common, "temp": float(settings.temperature), "top_k": 0}
+
+    def _batchable(self, settings: GenerationSettings) -> bool:
+        return (settings.temperature == 0 and not settings.stop and not self.adapter
+                and float(settings.repetition_penalty) == 1.0)
+
+    def _in_batches(self, prompts: list[str], settings: GenerationSettings, progress) -> list[Completion]:
+        """Greedy completions, ``batch_size`` prompts of like length at a time."""
+        encoded = [self.tokenize(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        results: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            for i, completion in zip(rows, self._decode_together([encoded[i] for i in rows], settings)):
+                results[i] = completion
+            if progress is not None:
+                progress(start + len(rows))
+        return results  # type: ignore[return-value]
+
+    def _decode_together(self, prompts: list[list[int]], settings: GenerationSettings) -> list[Completion]:
+        """One context with a sequence per prompt: each prompt's tokens decoded on its own, then every
+        step one decode of the next token of each unfinished sequence; the next token is the argmax
+        of its logits (llama.cpp's greedy sampler takes the same)."""
+        import ctypes
+
+        import llama_cpp
+        import numpy as np
+
+        limit = settings.max_new_tokens
+        for ids in prompts:
+            if len(ids) + limit > self.n_ctx:
+                raise ConfigError(f"a prompt of {len(ids)} tokens plus {limit} new tokens does not fit the "
+                                  f"llamacpp context of {self.n_ctx}; raise the n_ctx option")
+        rows = len(prompts)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = sum(len(ids) + limit for ids in prompts)  # one KV buffer shared by the sequences
+        params.n_batch = params.n_ubatch = max(rows, min(self.n_batch, max(len(ids) for ids in prompts)))
+        params.n_seq_max, params.kv_unified = rows, True
+        params.n_threads = params.n_threads_batch = self.n_threads
+        ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+        if not ctx:
+            raise LrlError(f"{self.path}: llama.cpp could not make a context for {rows} sequences")
+        batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self.llm._model.vocab)
+
+        def decode(entries: list[tuple[int, int, int, bool]]) -> None:  # (token, position, sequence, logits)
+            batch.n_tokens = len(entries)
+            for i, (token, pos, seq, logits) in enumerate(entries):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+                batch.seq_id[i][0], batch.logits[i] = seq, logits
+            code = llama_cpp.llama_decode(ctx, batch)
+            if code != 0:
+                raise LrlError(f"{self.path}: llama.cpp decode failed (code {code})")
+
+        def argmax(i: int) -> int:
+            pointer = llama_cpp.llama_get_logits_ith(ctx, i)
+            return int(np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                             shape=(n_vocab,)).argmax())
+
+        started = time.perf_counter()
+        try:
+            following = []
+            for seq, ids in enumerate(prompts):
+                for first in range(0, len(ids), params.n_batch):
+                    chunk = ids[first:first + params.n_batch]
+                    decode([(t, first + k, seq, first + k == len(ids) - 1) for k, t in enumerate(chunk)])
+                following.append(argmax(len(chunk) - 1))
+            outs: list[list[int]] = [[] for _ in prompts]
+            finish = ["length"] * rows
+            active = list(range(rows))
+            while active:
+                still = []
+                for seq in active:
+                    token = following[seq]
+                    if self._is_end(token):
+                        finish[seq] = "stop"
+                        continue
+                    outs[seq].append(token)
+                    if len(outs[seq]) < limit:
+                        still.append(seq)
+                active = still
+                if active:
+                    decode([(outs[seq][-1], len(prompts[seq]) + len(outs[seq]) - 1, seq, True) for seq in active])
+                    for i, seq in enumerate(active):
+                        following[seq] = argmax(i)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            llama_cpp.llama_free(ctx)
+        latency = (time.perf_counter() - started) / rows
+        return [Completion(text=self._text(out), prompt_tokens=len(ids), completion_tokens=len(out),
+                           latency_s=latency, meta={"finish_reason": reason, "token_ids": out, "batch": rows})
+                for ids, out, reason in zip(prompts, outs, finish)]
 
     def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
         if settings.max_new_tokens < 1:
@@ -214,6 +316,7 @@ class LlamaCppBackend:
             "lora_scale": self.lora_scale if self.adapter else None,
             "device": "cpu", "n_threads": self.n_threads, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
             "seed": self.seed, "prefix_cache": self.prefix_cache, "add_bos": self.add_bos,
+            "batch_size": self.batch_size,
             "file_type": meta.get("general.file_type"), "architecture": meta.get("general.architecture"),
             "llama_cpp_python": version("llama-cpp-python"),
             "sampling": "greedy at temperature 0 (llama.cpp greedy sampler)",

@@ -55,6 +55,26 @@ def test_greedy_output_equals_transformers(llama, hf):
         assert 0 < a.ttft_s <= a.latency_s
 
 
+def test_prompts_decoded_together_equal_one_at_a_time(exported, llama, hf):
+    """``batch_size``: several sequences in one context, one decode per step for all of them; the same
+    greedy tokens as one at a time and as transformers, in the order given, with a finish reason each."""
+    batch = prompts(7)
+    together = LlamaCppBackend(ModelSpec(path=str(exported[1] / "model-f32.gguf")), {"n_threads": 1, "batch_size": 3})
+    try:
+        done: list[int] = []
+        ours = together.generate(batch, SETTINGS, progress=done.append)
+        assert together.info()["batch_size"] == 3
+    finally:
+        together.close()
+    alone = llama.generate(batch, SETTINGS)
+    assert [c.meta["token_ids"] for c in ours] == [c.meta["token_ids"] for c in alone]
+    assert [c.text for c in ours] == [c.text for c in hf.generate(batch, SETTINGS)]
+    assert done == [3, 6, 7] and {c.meta["batch"] for c in ours} == {3, 1}
+    for a, b in zip(ours, alone, strict=True):
+        assert (a.prompt_tokens, a.completion_tokens, a.meta["finish_reason"]) == (
+            b.prompt_tokens, b.completion_tokens, b.meta["finish_reason"])
+
+
 def test_bos_comes_from_the_model_and_is_never_doubled(llama):
     assert llama.add_bos is True
     ids = llama.tokenize("Problem:")

@@ -11,6 +11,9 @@ from .run import Run
 from .student import merged
 
 
+PARITY_BATCH = 32
+
+
 def export(run: Run) -> dict:
     """Merge the adapter into the base model (kept in ``merged/``), write the GGUF files into
     ``export/``; paths in the record are relative to the run folder."""
@@ -52,8 +55,12 @@ def parity(run: Run) -> dict:
     reference, gguf = engines(run)
     # nothing else runs in this process now: every usable core (llama.cpp's own default is half of
     # them, for machines where other work competes), for an engine with a thread option
-    threads = ({gguf.threads: machine.usable_cores() or 1}
+    options = ({gguf.threads: machine.usable_cores() or 1}
                if gguf.threads and gguf.threads != "torch" else {})
+    # an engine that decodes several prompts together does so here (parity compares greedy texts;
+    # the latency of one prompt at a time is what ``lrl bench`` measures)
+    if "batch_size" in (gguf.option_spec or {}):
+        options["batch_size"] = PARITY_BATCH
     backends = {}
     try:
         backends[reference.name] = reference.factory(model=ModelSpec(path=merged_dir), options={})
@@ -61,7 +68,7 @@ def parity(run: Run) -> dict:
             if entry.get("kind", "model") == "model":
                 backends[f"{gguf.name}:{entry['quant']}"] = gguf.factory(
                     model=ModelSpec(path=str(run.folder.root / entry["path"]), tokenizer=merged_dir),
-                    options=dict(threads))
+                    options=dict(options))
         seen: dict[str, int] = {}
         label = f"parity ({reference.name} vs GGUF on {gguf.name})"
         with run.ui.task(label, len(backends) * len(problems)) as advance:

@@ -53,53 +53,43 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
                      merged_dir: Path | None = None) -> tuple[list[dict], float, dict]:
     """The student on the run's backend, in checkpointed batches: the base model (with the baseline's
     budget), or the trained one (``merged_dir``: the adapter folded in, faster than applying the
-    adapter at every step). Returns (records, seconds, who answered), records in split order.
-
-    Problems are asked longest prompt first: a worked answer's length follows its problem's size,
-    so a batch then holds answers of like length, and a batched backend, which runs a batch until
-    its longest answer ends, wastes fewer steps (a third of the lora stage's time for the tally
-    format). A checkpoint is resumed by problem id, whatever order wrote it."""
+    adapter at every step).
+    Returns (records, seconds, who answered)."""
     student, cfg = run.student, run.config
     reg = run.registry.get("backend", cfg.backend)
     spec = ModelSpec(path=str(merged_dir or student.path), name=student.name)
     checkpoint = run.folder.checkpoint(stage)
     done = checkpoint.load()
-    answered = {r["problem_id"]: r for entry in done for r in entry["records"]}
+    records = [r for entry in done for r in entry["records"]]
     budget = run.generation_budget() if merged_dir is not None else run.baseline_budget()
     settings = GenerationSettings(max_new_tokens=budget)
     started = time.perf_counter() - sum(float(e.get("elapsed_s") or 0.0) for e in done)
-    prompts = student_prompts(run.task, problems, strategy, run.render())
-    order = [i for i in sorted(range(len(problems)), key=lambda i: -len(prompts[i]))
-             if problems[i].id not in answered]
     with run.status(f"loading {student.name} on {cfg.backend}"):
         backend = reg.factory(model=spec, options=dict(cfg.backend_options))
     try:
         info = {"student": student.name, "path": student.path, "backend": cfg.backend,
                 "backend_info": backend.info(), "adapter": str(run.folder.adapter) if merged_dir else None,
-                "strategy_in_prompt": strategy is not None, "is_language_model": True,
-                "order": "longest prompt first"}
+                "strategy_in_prompt": strategy is not None, "is_language_model": True}
         if merged_dir is not None:
             info.update(adapter_mode="merged", merged=str(merged_dir))
         size = max(cfg.batch_size, 50)
+        prompts = student_prompts(run.task, problems, strategy, run.render())
         with run.ui.task(f"{stage} ({student.name} on {cfg.backend})", len(problems)) as advance:
-            advance(completed=len(answered))
+            advance(completed=len(records))
             batch_started = time.perf_counter()
-            for call in ask(backend, run.task, [problems[i] for i in order], [prompts[i] for i in order],
-                            settings, size=size):
+            for call in ask(backend, run.task, problems, prompts, settings, size=size, start=len(records)):
                 for r in call.records:
                     run.pm.hook.problem_scored(stage=stage, record=r)
-                checkpoint.append({"batch": len(done) + 1, "records": call.records,
+                checkpoint.append({"batch": call.start // size + 1, "records": call.records,
                                    "elapsed_s": round(time.perf_counter() - batch_started, 6)})
-                done.append(call.records)
                 run.tick()
-                answered.update((r["problem_id"], r) for r in call.records)
-                advance(len(call.records), note=f"{sum(r['correct'] for r in answered.values())}/{len(answered)} "
-                                                 f"correct")
+                records.extend(call.records)
+                advance(len(call.records), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
                 batch_started = time.perf_counter()
     finally:
         backend.close()
     info["settings"] = settings.to_dict()
-    return [answered[p.id] for p in problems], time.perf_counter() - started, info
+    return records, time.perf_counter() - started, info
 
 
 def merged(run: Run) -> Path:
