@@ -211,7 +211,12 @@ class LlamaCppBackend:
         params.n_batch = params.n_ubatch = max(rows, min(self.n_batch, max(len(ids) for ids in prompts)))
         params.n_seq_max, params.kv_unified = rows, True
         params.n_threads = params.n_threads_batch = self.n_threads
-        ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+        # quiet, as llama-cpp-python loads its own context: llama.cpp warns on stderr that the shared
+        # buffer is longer than the trained context, though no sequence's positions go past it
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=False):
+            ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
         if not ctx:
             raise LrlError(f"{self.path}: llama.cpp could not make a context for {rows} sequences")
         batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
