@@ -125,8 +125,8 @@ RECIPES = {
                     "each line's count and the peak so far; the peak and rooms written, then compared) "
                     "as target, no strategy in the prompt once it is learned, loss on the "
                     "answer tokens only, r=16 on every linear layer, lr 1e-3 with cosine decay, "
-                    "150 steps of batch 8 (2 x 4 accumulated: half the activations of 4 x 2), products in bfloat16 where the CPU has "
-                    "them (mixed precision)",
+                    "150 steps of batch 8 (2 x 4 accumulated: half the activations of 4 x 2), "
+                    "products in bfloat16 where the CPU has them (mixed precision)",
         transfer_format="tally",
         transfer_examples=1200,
         strategy_in_prompt=False,

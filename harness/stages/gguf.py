@@ -10,7 +10,6 @@ from ..rundir import file_tree_sha256
 from .run import Run
 from .student import merged
 
-
 PARITY_BATCH = 32
 
 
