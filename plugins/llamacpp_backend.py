@@ -202,9 +202,7 @@ class LlamaCppBackend:
 
         limit = settings.max_new_tokens
         for ids in prompts:
-            if len(ids) + limit > self.n_ctx:
-                raise ConfigError(f"a prompt of {len(ids)} tokens plus {limit} new tokens does not fit the "
-                                  f"llamacpp context of {self.n_ctx}; raise the n_ctx option")
+            self._check_fits(ids, limit)
         rows = len(prompts)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = sum(len(ids) + limit for ids in prompts)  # one KV buffer shared by the sequences
@@ -270,13 +268,17 @@ class LlamaCppBackend:
                            latency_s=latency, meta={"finish_reason": reason, "token_ids": out, "batch": rows})
                 for ids, out, reason in zip(prompts, outs, finish)]
 
+    def _check_fits(self, ids: list[int], limit: int) -> None:
+        """A prompt and its new tokens must fit one sequence's context (``n_ctx``)."""
+        if len(ids) + limit > self.n_ctx:
+            raise ConfigError(f"a prompt of {len(ids)} tokens plus {limit} new tokens does not fit the "
+                              f"llamacpp context of {self.n_ctx}; raise the n_ctx option")
+
     def _one(self, prompt: str, settings: GenerationSettings) -> Completion:
         if settings.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {settings.max_new_tokens}")
         ids = self.tokenize(prompt)
-        if len(ids) + settings.max_new_tokens > self.n_ctx:
-            raise ConfigError(f"a prompt of {len(ids)} tokens plus {settings.max_new_tokens} new tokens does "
-                              f"not fit the llamacpp context of {self.n_ctx}; raise the n_ctx option")
+        self._check_fits(ids, settings.max_new_tokens)
         if not self.prefix_cache:
             self.llm.reset()
         reused = _common_prefix(list(self.llm._input_ids), ids) if self.prefix_cache else 0

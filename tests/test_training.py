@@ -7,10 +7,9 @@ import json
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.errors import ConfigError
-from lrl_harness.recipes import resolve_settings
+from lrl_harness.recipes import cpu_bfloat16, resolve_settings
 from lrl_harness.training import (
     adapter_sha256,
-    cpu_bfloat16,
     encode_example,
     learning_rate_factor,
     merge_adapter,
