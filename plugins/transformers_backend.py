@@ -5,7 +5,9 @@ Device: CUDA when available, else CPU (option ``device``). Dtype (option ``dtype
 else float16, so a 3B student (about 6 GB of weights in fp16) fits a 12 GB card. Option
 ``max_memory_gb`` caps what torch may allocate on the GPU, so a large card can stand in for a
 small one (``dtype=float16,max_memory_gb=12`` behaves like a pre-Ampere 12 GB card). Prompts are
-completed greedily in batches (option ``batch_size``, default 32) with left padding; every
+completed in batches (option ``batch_size``, default 64) with left padding. Greedy settings
+(no repetition penalty, no stop strings) decode with :func:`greedy_rows`, which drops each row from
+the batch when it ends (option ``decode=generate`` keeps ``model.generate`` for them); every
 sampling setting is passed explicitly, so a model's own ``generation_config`` (for example a
 repetition penalty shipped with the checkpoint) never changes the result behind the caller's back.
 Threads: torch's default.
@@ -23,8 +25,9 @@ from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
 from lrl_harness.prompting import encode_prompt
 from lrl_harness.training import import_torch
+from lrl_harness_plugins.transformers_greedy import greedy_rows
 
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 64
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
 OPTIONS = {
@@ -33,7 +36,9 @@ OPTIONS = {
                      requirement="auto, cpu, cuda or cuda:N"),
     "dtype": Option(str, None, "weights dtype (default: float32 on CPU, bf16/fp16 on a GPU)",
                     choices=("auto", *_DTYPES), nullable=True),
-    "batch_size": Option(int, DEFAULT_BATCH_SIZE, "prompts per generate() call", min=1),
+    "batch_size": Option(int, DEFAULT_BATCH_SIZE, "prompts decoded together", min=1),
+    "decode": Option(str, "rows", "greedy decoding: rows (a row leaves the batch when it ends) or "
+                     "generate (model.generate, every row to the batch's end)", choices=("rows", "generate")),
 }
 
 
@@ -76,6 +81,7 @@ class TransformersBackend:
         self.device = resolve_device(torch, options.get("device"))
         self.dtype = resolve_dtype(torch, self.device, options.get("dtype") or model.dtype)
         self.batch_size = options["batch_size"]
+        self.decode = options["decode"]
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.tokenizer or model.path)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(model.path, dtype=self.dtype)
@@ -118,30 +124,48 @@ class TransformersBackend:
     def _generate_batch(self, batch: list[list[int]], settings: GenerationSettings,
                         timed: bool) -> list[Completion]:
         torch = self._torch
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
-        timer = _FirstTokenTimer() if timed else None
+        end_ids = set(self.eos_ids) | {self.pad_id}
         started = time.perf_counter()
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                generation_config=self._generation_config(settings), streamer=timer,
-                **({"stop_strings": list(settings.stop), "tokenizer": self.tokenizer} if settings.stop else {}))
+        if self.decode == "rows" and self._plain_greedy(settings):
+            result = greedy_rows(torch, self.model, batch, self.pad_id, end_ids, settings.max_new_tokens,
+                                 self.device)
+            rows, first_token_at = result.tokens, result.first_token_at
+        else:
+            rows, first_token_at = self._generate(batch, settings, timed)
         if self.device.startswith("cuda"):  # kernels run asynchronously: time the work, not its launch
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - started
         completions = []
-        for row, ids in zip(output[:, width:].tolist(), batch):
-            n, finished = _generated_length(row, set(self.eos_ids) | {self.pad_id})
+        for row, ids in zip(rows, batch):
+            n, finished = _generated_length(row, end_ids)
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             text, stopped = _cut_at_stop(text, settings.stop)
             completions.append(Completion(
                 text=text, prompt_tokens=len(ids), completion_tokens=n,
                 latency_s=elapsed / len(batch),
-                ttft_s=(timer.first_token_at - started) if timer and timer.first_token_at else None,
+                ttft_s=(first_token_at - started) if timed and first_token_at else None,
                 meta={"finish_reason": "stop" if finished or stopped else "length"}))
         return completions
+
+    @staticmethod
+    def _plain_greedy(settings: GenerationSettings) -> bool:
+        return settings.temperature <= 0 and settings.repetition_penalty == 1.0 and not settings.stop
+
+    def _generate(self, batch: list[list[int]], settings: GenerationSettings,
+                  timed: bool) -> tuple[list[list[int]], float | None]:
+        """``model.generate`` on a left-padded batch: each row's new tokens (finished rows padded to
+        the batch's end) and when the first new token arrived (when ``timed``)."""
+        torch = self._torch
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in batch])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        timer = _FirstTokenTimer() if timed else None
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                generation_config=self._generation_config(settings), streamer=timer,
+                **({"stop_strings": list(settings.stop), "tokenizer": self.tokenizer} if settings.stop else {}))
+        return output[:, width:].tolist(), timer.first_token_at if timer else None
 
     def _generation_config(self, settings: GenerationSettings):
         from transformers import GenerationConfig
@@ -168,6 +192,7 @@ class TransformersBackend:
             "device_name": torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu",
             "dtype": str(self.dtype).removeprefix("torch."),
             "batch_size": self.batch_size,
+            "decode": self.decode,
             "threads": torch.get_num_threads(),
             **self._gpu_memory(),
             "parameters": sum(p.numel() for p in self.model.parameters()),

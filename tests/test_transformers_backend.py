@@ -73,7 +73,7 @@ def test_is_registered_and_is_a_backend(model_dir):
     b = registry.get("backend", "transformers").factory(model=ModelSpec(path=str(model_dir)), options={})
     assert isinstance(b, Backend)
     info = b.info()
-    assert (info["device"], info["dtype"], info["batch_size"]) == ("cpu", "float32", 32)
+    assert (info["device"], info["dtype"], info["batch_size"]) == ("cpu", "float32", 64)
     assert set(info["versions"]) == {"torch", "transformers", "peft"}
 
 
@@ -95,6 +95,31 @@ def test_batched_output_equals_one_by_one(backend):
     single = [backend.generate([p], settings)[0] for p in PROMPTS]
     assert [c.text for c in batched] == [c.text for c in single]
     assert progress == [2, 4, 5]
+
+
+def test_rows_decoding_equals_generate_when_rows_end_apart(model_dir, backend, tmp_path):
+    """Greedy rows leave the batch when they end; the tokens are those of model.generate, where
+    every row runs to the batch's end. An end token that the random model emits early in some
+    rows and never in others makes the rows end apart."""
+    from transformers import AutoModelForCausalLM
+
+    settings = GenerationSettings(max_new_tokens=20)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    # the third token of one answer: ends that row (and any other that emits it) early
+    end = _manual_greedy(model, backend.tokenize(PROMPTS[1]), 3, backend.tokenizer.eos_token_id)[2]
+    copy = tmp_path / "early-end"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "generation_config.json").read_text())
+    config["eos_token_id"] = [config["eos_token_id"], end]
+    (copy / "generation_config.json").write_text(json.dumps(config))
+    rows, generate = (backend_module.transformers_backend(ModelSpec(path=str(copy)), {"batch_size": 5, "decode": d})
+                      for d in ("rows", "generate"))
+    by_rows, by_generate = rows.generate(PROMPTS, settings), generate.generate(PROMPTS, settings)
+    assert [(c.text, c.completion_tokens, c.meta) for c in by_rows] == \
+        [(c.text, c.completion_tokens, c.meta) for c in by_generate]
+    reasons = {c.meta["finish_reason"] for c in by_rows}
+    assert reasons == {"stop", "length"}
+    assert (rows.info()["decode"], generate.info()["decode"]) == ("rows", "generate")
 
 
 def test_completion_accounting(backend):

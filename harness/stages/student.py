@@ -12,6 +12,10 @@ from ..evaluate import ask, rendered, student_prompts, usage_of
 from ..results import atomic_write_text, write_json
 from .run import Run, StageOutput
 
+CHUNK = 128
+"""Problems per checkpointed call when a student answers: a killed run loses at most one chunk, and
+the backend batches within it (the transformers backend 64 at a time, rows of like length)."""
+
 
 def student_baseline(run: Run) -> StageOutput:
     """The student as it comes, on the test split."""
@@ -72,7 +76,7 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
                 "strategy_in_prompt": strategy is not None, "is_language_model": True}
         if merged_dir is not None:
             info.update(adapter_mode="merged", merged=str(merged_dir))
-        size = max(cfg.batch_size, 50)
+        size = max(cfg.batch_size, CHUNK)
         prompts = student_prompts(run.task, problems, strategy, run.render())
         with run.ui.task(f"{stage} ({student.name} on {cfg.backend})", len(problems)) as advance:
             advance(completed=len(records))
