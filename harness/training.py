@@ -110,7 +110,12 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         raise ConfigError("no training examples")
     started = time.perf_counter()
     device = s["device"] if s["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype, cpu_mixed = training_dtype(torch, device, s["dtype"]), cpu_bfloat16(torch, device, s["dtype"])
+    dtype = training_dtype(torch, device, s["dtype"])
+    # the precision of the matrix products, where autocast lowers it below the weights' dtype
+    if cpu_bfloat16(torch, device, s["dtype"]):
+        autocast = torch.bfloat16
+    else:
+        autocast = dtype if device.startswith("cuda") and dtype != torch.float32 else None
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     eos_id = tokenizer.eos_token_id
@@ -135,7 +140,7 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         if checkpoint is not None:
             resume = _Resume(torch, Path(checkpoint), _fingerprint(s, seed, encoded, model_path), checkpoint_every)
         result = _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress, resume,
-                           cpu_mixed)
+                           autocast)
 
     trainable_params = sum(p.numel() for p in trainable)
     out_dir = Path(out_dir)
@@ -153,9 +158,7 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         "trainable_params": trainable_params,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
-        # the precision the matrix products ran in, when autocast lowered it below the weights' dtype
-        "autocast": "bfloat16" if cpu_mixed else (str(dtype).removeprefix("torch.") if dtype != torch.float32
-                                                    else None),
+        "autocast": str(autocast).removeprefix("torch.") if autocast is not None else None,
         "adapter_sha256": adapter_sha256(out_dir),
     }
     if result.get("resumed_at_step"):
@@ -221,7 +224,7 @@ class _Resume:
 
 
 def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, progress,
-              resume: _Resume | None = None, cpu_mixed: bool = False) -> dict:
+              resume: _Resume | None = None, autocast_dtype=None) -> dict:
     micro, accum = s["batch_size"], s["grad_accum"]
     per_step = micro * accum
     if s["max_steps"] is not None:
@@ -231,10 +234,8 @@ def _optimise(torch, model, trainable, encoded, s, pad_id, device, dtype, seed, 
     warmup = int(round(s["warmup_ratio"] * total))
     optimizer = torch.optim.AdamW(trainable, lr=s["lr"], weight_decay=s["weight_decay"])
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    if device.startswith("cuda") and dtype != torch.float32:
-        autocast = torch.autocast("cuda", dtype=dtype)
-    else:
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_mixed)
+    autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=autocast_dtype or torch.bfloat16,
+                              enabled=autocast_dtype is not None)
     batches_stream = _micro_batches(torch, encoded, micro, seed)
     partial_logits = (s["answer_logits_only"]
                       and "logits_to_keep" in inspect.signature(model.get_base_model().forward).parameters)

@@ -81,14 +81,16 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
         with run.ui.task(f"{stage} ({student.name} on {cfg.backend})", len(problems)) as advance:
             advance(completed=len(records))
             batch_started = time.perf_counter()
-            for call in ask(backend, run.task, problems, prompts, settings, size=size, start=len(records)):
+            first = len(records)  # each batch the backend finishes moves the count (a line in a log)
+            for call in ask(backend, run.task, problems, prompts, settings, size=size, start=first,
+                            progress=lambda done: advance(0, completed=first + done)):
                 for r in call.records:
                     run.pm.hook.problem_scored(stage=stage, record=r)
                 checkpoint.append({"batch": call.start // size + 1, "records": call.records,
                                    "elapsed_s": round(time.perf_counter() - batch_started, 6)})
                 run.tick()
                 records.extend(call.records)
-                advance(len(call.records), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
+                advance(0, completed=len(records), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
                 batch_started = time.perf_counter()
     finally:
         backend.close()
