@@ -25,7 +25,7 @@ from lrl_harness.errors import BackendUnavailableError, ConfigError
 from lrl_harness.options import Option, check_options
 from lrl_harness.prompting import encode_prompt
 from lrl_harness.training import import_torch
-from lrl_harness_plugins.transformers_greedy import greedy_rows
+from lrl_harness_plugins.transformers_greedy import greedy_rows, left_padded
 
 DEFAULT_BATCH_SIZE = 64
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -156,13 +156,12 @@ class TransformersBackend:
         """``model.generate`` on a left-padded batch: each row's new tokens (finished rows padded to
         the batch's end) and when the first new token arrived (when ``timed``)."""
         torch = self._torch
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        input_ids, attention = left_padded(torch, batch, self.pad_id, self.device)
+        width = input_ids.size(1)
         timer = _FirstTokenTimer() if timed else None
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                input_ids=input_ids, attention_mask=attention,
                 generation_config=self._generation_config(settings), streamer=timer,
                 **({"stop_strings": list(settings.stop), "tokenizer": self.tokenizer} if settings.stop else {}))
         return output[:, width:].tolist(), timer.first_token_at if timer else None

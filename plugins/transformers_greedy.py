@@ -27,17 +27,21 @@ class Rows:
     first_token_at: float
 
 
-def _cache_keyword(model) -> str:
-    """The forward() keyword for the KV cache: ``past_key_values`` (deprecated in recent
-    transformers in favour of ``cache``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+def left_padded(torch, batch: list[list[int]], pad_id: int, device: str | None = None):
+    """``batch`` (token ids, any lengths) as one left-padded tensor and its attention mask."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=device)
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+    return input_ids, attention
 
 
-def _last_logits_keyword(model) -> str | None:
+def _forward_keywords(model) -> tuple[str, str | None]:
+    """The forward() keywords for the KV cache (``past_key_values``, ``cache`` in recent
+    transformers) and for keeping only the last position's logits (None where there is none)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
-    return next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    return cache_kw, next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
 
 
 def greedy_rows(torch, model, batch: list[list[int]], pad_id: int, end_ids: set[int],
@@ -45,12 +49,10 @@ def greedy_rows(torch, model, batch: list[list[int]], pad_id: int, end_ids: set[
     """Greedy continuations of ``batch`` (prompt token ids, any lengths)."""
     from transformers import DynamicCache
 
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in batch], device=device)
-    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+    input_ids, attention = left_padded(torch, batch, pad_id, device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
-    cache_kw, last_kw = _cache_keyword(model), _last_logits_keyword(model)
+    cache_kw, last_kw = _forward_keywords(model)
     tokens: list[list[int]] = [[] for _ in batch]
     alive = list(range(len(batch)))  # batch rows still generating, in cache order
     first_token_at = 0.0
