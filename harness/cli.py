@@ -98,7 +98,7 @@ def _failure(pm, impl, exc):
               "the answer; scan: the meetings running at each start time, counted, then the answer (no "
               "sorting); check: every meeting marked running or not at each start time, counted; between: check "
               "with each mark written as start, time, end; tally: between with running counts and the peak so "
-              "far (the small recipe's).")
+              "far; count: tally without each line's count and peak (the small recipe's).")
 @click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
               help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
 @click.option("--batch-size", type=int, help="LRL batch size (default 10).")
@@ -107,6 +107,8 @@ def _failure(pm, impl, exc):
 @click.option("--journal-chars", type=int, help="Journal characters given to distillation (default 5000).")
 @click.option("--export", "export_quants", help="GGUF files to write after training, comma-separated "
               "(default: the student's recipe's, else f32,q8_0,q4_k_m; 'none' to skip).")
+@click.option("--parity", "parity_quants", help="Exported GGUF files parity compares with the merged model, "
+              "comma-separated (default: the recipe's, else every exported file; 'all': every exported file).")
 @click.option("--prices", type=click.Path(dir_okay=False), help="JSON/TOML price table for teacher cost.")
 @click.option("--cache-only", is_flag=True, help="Replay teacher answers from the cache; fail on a miss.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher response cache.")
@@ -115,8 +117,8 @@ def _failure(pm, impl, exc):
 @pass_ctx
 def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
         backend_opt, gguf_backend, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
-        transfer_source, batch_size, journal_every, distill_every, journal_chars, export_quants, prices, cache_only,
-        no_cache, refresh_cache, quiet):
+        transfer_source, batch_size, journal_every, distill_every, journal_chars, export_quants, parity_quants, prices,
+        cache_only, no_cache, refresh_cache, quiet):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
     learned strategy, LoRA training of the student, export. Offline by default."""
     from .config import load_toml, make_config, parse_options
@@ -137,6 +139,7 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
         "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])
         if export_quants else None,
+        "parity": [q.strip() for q in parity_quants.split(",") if q.strip()] if parity_quants else None,
         "prices": prices,
     }
     if sum((cache_only, no_cache, refresh_cache)) > 1:

@@ -49,12 +49,13 @@ class RunConfig:
     teacher_max_tokens: int = 1024
     stages: list = field(default_factory=lambda: list(STAGES))
     export: list | None = None  # GGUF types after training; None: the student's (f32, q8_0, q4_k_m); [] to skip
+    parity: list | None = None  # exported GGUF types that parity checks; None: the student's, else every one
     prices: str | None = None
 
     # Not part of a run's identity: how it runs, not what it computes.
     NON_IDENTITY = ("prices",)
     # Added after runs were recorded: part of a run's identity only when set, so those runs keep theirs.
-    IDENTITY_WHEN_SET = ("gguf_backend", "baseline_max_new_tokens", "export")
+    IDENTITY_WHEN_SET = ("gguf_backend", "baseline_max_new_tokens", "export", "parity")
 
     def identity(self) -> dict:
         data = dataclasses.asdict(self)
@@ -103,6 +104,12 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown export quantisation {unknown[0]!r}; available: "
                               f"{', '.join(QUANT_FTYPES)} (or 'none' to skip export)")
+        if self.parity is not None and not (isinstance(self.parity, list) and self.parity):
+            raise ConfigError(f"parity must be a list of exported GGUF types, got {self.parity!r}")
+        unknown = [q for q in self.parity or () if not isinstance(q, str) or q.lower() not in (*QUANT_FTYPES, "all")]
+        if unknown:
+            raise ConfigError(f"unknown parity quantisation {unknown[0]!r}; available: "
+                              f"{', '.join(QUANT_FTYPES)} (or 'all': every exported file)")
         if self.prices is not None:
             from .cost import load_prices
 

@@ -95,6 +95,9 @@ class StudentModel:
     """None: the pipeline derives it from the transfer format and the student's tokenizer."""
     export: tuple[str, ...] | None = None
     """GGUF types written after training when the run names none; None: f32, q8_0, q4_k_m."""
+    parity: tuple[str, ...] | None = None
+    """The exported GGUF types parity compares with the merged model when the run names none; None:
+    every exported file."""
     info: dict = field(default_factory=dict)
 
 

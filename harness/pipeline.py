@@ -105,6 +105,7 @@ class Pipeline:
             except LrlError as exc:
                 raise ConfigError(f"{exc} (or skip the export with --export none)") from None
             engines(self.run_state)  # no engine for the parity of the exports: said now
+            self.run_state.parity_quants()  # parity of a file the run does not export: said now
         if any(s in TEACHER_STAGES for s in wanted) or (
                 "lora" in wanted and cfg.transfer_source == "teacher"):
             self.teacher.info()  # a missing key or a bad option fails now
@@ -215,6 +216,8 @@ class Pipeline:
 def _parity_line(report: dict) -> str:
     parts = [f"{name} answers agree {c['answer_agreement']:.1%}, texts identical {c['text_agreement']:.1%}"
              for name, c in report["comparisons"].items()]
+    if report.get("not_checked"):
+        parts.append(f"not checked: {', '.join(report['not_checked'])} (--parity all, or lrl bench)")
     return f"[bold]parity[/bold] vs {report['reference']}: " + "; ".join(parts)
 
 

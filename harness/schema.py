@@ -296,6 +296,8 @@ class Parity(Model):
     prompts_sha256: str | None = None
     backends: dict[str, ParityEntry] = {}
     comparisons: dict[str, dict[str, Any]] = {}
+    not_checked: list[str] = []
+    """Exported GGUF types parity left out (the run's or its recipe's ``parity`` choice)."""
 
 
 class Cost(Model):

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 from lrl_harness.errors import InvalidProblemError, LrlError
-from lrl_harness_tasks.meeting_rooms.solver import between, check, max_simultaneous, scan, solve, tally, trace
+from lrl_harness_tasks.meeting_rooms.solver import between, check, count, max_simultaneous, scan, solve, tally, trace
 
 
 def test_seed_preset_reproduces_the_original_splits(task):
@@ -76,9 +76,13 @@ def test_scan_and_check_count_the_meetings_running_at_each_start():
         "At 10: 10 10 12y1 9 10 10n1 11 10 13n1 10 10 11y2 = 2, peak 2",
         "At 9: 10 9 12n0 9 9 10y1 11 9 13n1 10 9 11n1 = 1, peak 2",
         "At 11: 10 11 12y1 9 11 10n1 11 11 13y2 10 11 11n2 = 2, peak 2", "Peak 2, rooms 1: 2 > 1", "Answer: NO"]
+    # count: the tally without each line's count and peak (a line's last mark carries its count)
+    assert count(meetings, 1).splitlines() == [
+        "At 10: 10 10 12y1 9 10 10n1 11 10 13n1 10 10 11y2", "At 9: 10 9 12n0 9 9 10y1 11 9 13n1 10 9 11n1",
+        "At 11: 10 11 12y1 9 11 10n1 11 11 13y2 10 11 11n2", "Peak 2, rooms 1: 2 > 1", "Answer: NO"]
 
 
-@pytest.mark.parametrize("fmt", ["trace", "scan", "check", "between", "tally"])
+@pytest.mark.parametrize("fmt", ["trace", "scan", "check", "between", "tally", "count"])
 def test_every_worked_format_ends_in_the_solvers_answer(task, fmt):
     for problem in task.problems("balanced", "test"):
         text = task.worked_solution(problem, fmt)

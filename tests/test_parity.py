@@ -116,3 +116,16 @@ def test_parity_command_without_gguf_is_one_line(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "run `lrl export` first or pass --gguf FILE" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_checks_the_parity_of_the_files_it_names(small_run_args, tmp_path, capsys):
+    """``--parity`` picks the exported files parity runs on; the others are written and listed as
+    not checked (the small recipe checks f16 and q8_0 and leaves q4_k_m to ``lrl bench``)."""
+    out = tmp_path / "run"
+    args = [a if a != "f32" else "f32,q8_0" for a in small_run_args(out, "--stages", "lora", steps=2)]
+    assert main([*args, "--parity", "q8_0"]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(f["quant"] for f in results["export"]["files"].values()) == ["f32", "q8_0"]
+    assert [name.split(":")[-1] for name in results["parity"]["comparisons"]] == ["q8_0"]
+    assert results["parity"]["not_checked"] == ["f32"]
+    assert results["config"]["parity"] == ["q8_0"]

@@ -60,11 +60,14 @@ def parity(run: Run) -> dict:
     # the latency of one prompt at a time is what ``lrl bench`` measures)
     if "batch_size" in (gguf.option_spec or {}):
         options["batch_size"] = PARITY_BATCH
+    chosen = run.parity_quants()
+    files = [entry for entry in export_block["files"].values() if entry.get("kind", "model") == "model"]
+    left_out = [entry["quant"] for entry in files if entry["quant"].lower() not in chosen]
     backends = {}
     try:
         backends[reference.name] = reference.factory(model=ModelSpec(path=merged_dir), options={})
-        for entry in export_block["files"].values():
-            if entry.get("kind", "model") == "model":
+        for entry in files:
+            if entry["quant"].lower() in chosen:
                 backends[f"{gguf.name}:{entry['quant']}"] = gguf.factory(
                     model=ModelSpec(path=str(run.folder.root / entry["path"]), tokenizer=merged_dir),
                     options=dict(options))
@@ -75,8 +78,11 @@ def parity(run: Run) -> dict:
                 advance(done - seen.get(name, 0), note=name)
                 seen[name] = done
 
-            return check_parity(backends, prompts, problems, run.task, settings, progress=on_progress,
-                                answered=_lora_answers(run, reference.name, prompts, settings))
+            block = check_parity(backends, prompts, problems, run.task, settings, progress=on_progress,
+                                 answered=_lora_answers(run, reference.name, prompts, settings))
+        if left_out:
+            block["not_checked"] = left_out
+        return block
     finally:
         for backend in backends.values():
             backend.close()

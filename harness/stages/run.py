@@ -170,6 +170,24 @@ class Run:
             return list(self.config.export)
         return list(self.student.export or DEFAULT_QUANTS)
 
+    def parity_quants(self) -> list[str]:
+        """The exported GGUF types parity compares with the merged model: the run's (``all``: every
+        exported one), else the student's (its recipe's) that are exported, else every exported one.
+        A type the run names but does not export is a configuration error."""
+        exported = [q.lower() for q in self.export_quants()]
+        named = [q.lower() for q in self.config.parity or ()]
+        if named and "all" not in named:
+            missing = [q for q in named if q not in exported]
+            if missing:
+                raise ConfigError(f"parity names {missing[0]}, which the run does not export "
+                                  f"(exported: {', '.join(exported) or 'none'})")
+            return [q for q in exported if q in named]
+        if not named and self.student.parity:
+            chosen = [q for q in exported if q in {p.lower() for p in self.student.parity}]
+            if chosen:
+                return chosen
+        return exported
+
     BASELINE_CAP = 256
 
     def baseline_budget(self) -> int:

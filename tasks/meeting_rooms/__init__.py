@@ -9,7 +9,7 @@ from lrl_harness.errors import InvalidProblemError, LrlError
 
 from . import generator, prompts
 from .extract import Verdict, extract_answer, extract_verdict
-from .solver import between, check, max_simultaneous, scan, solve, tally, trace, validate
+from .solver import between, check, count, max_simultaneous, scan, solve, tally, trace, validate
 
 REFERENCE_STRATEGY = """Sweep-line procedure:
 1. Turn every meeting [s-e] into a start event at s and an end event at e.
@@ -123,15 +123,16 @@ class MeetingRoomsTask:
 
     # --- what a non-LLM teacher and the transfer data need ----------------------------------
 
-    transfer_formats = ("label", "trace", "scan", "check", "between", "tally")
+    transfer_formats = ("label", "trace", "scan", "check", "between", "tally", "count")
 
     def worked_solution(self, problem: Problem, fmt: str = "trace") -> str:
         """A worked solution of one problem, as text ending in the answer: ``trace`` applies the
         reference (sweep-line) strategy; ``scan`` counts the meetings running at each start time;
         ``check`` marks every meeting running or not at each start time; ``between`` writes each
         mark as start, time, end before its ``y`` or ``n``; ``tally`` keeps the running count in every
-        mark and the peak so far on every line."""
-        write = {"scan": scan, "check": check, "between": between, "tally": tally}.get(fmt, trace)
+        mark and the peak so far on every line; ``count`` is ``tally`` without each line's count and peak."""
+        write = {"scan": scan, "check": check, "between": between, "tally": tally,
+                 "count": count}.get(fmt, trace)
         return write(problem.data["meetings"], problem.data["rooms"])
 
     def check_solution(self, problem: Problem, text: str) -> bool:

@@ -116,6 +116,23 @@ def tally(meetings: list[Meeting], rooms: int) -> str:
     A SmolLM2 student trained on ``between`` got the marks mostly right but miscounted the ``y`` of a
     line in 70 of 215 lines and took a wrong peak in 22 of 60 answers (60-problem trial).
     """
+    return _counted(meetings, rooms, line_tail=True)
+
+
+def count(meetings: list[Meeting], rooms: int) -> str:
+    """``tally`` without each line's tail (``= 2, peak 3``): a line's last mark already carries its
+    count, and the last line takes the peak of those counts.
+
+    The tail costs 11% of a SmolLM2 tally's tokens (206,759 -> 183,414 over 1,200 targets); trained
+    on the same 1,200 targets without it, SmolLM2 answered 199 of 200 test problems right (HARD 67 of
+    68), as on the full tally (199).
+    """
+    return _counted(meetings, rooms, line_tail=False)
+
+
+def _counted(meetings: list[Meeting], rooms: int, line_tail: bool) -> str:
+    """At each start time t, every meeting as ``start t end`` then ``y`` (running at t) or ``n`` and
+    the running meetings so far; with ``line_tail``, each line ends in its count and the peak so far."""
     lines, peak = [], 0
     for t in _starts(meetings):
         running, marks = 0, []
@@ -123,7 +140,8 @@ def tally(meetings: list[Meeting], rooms: int) -> str:
             running += s <= t < e
             marks.append(f"{s} {t} {e}{'y' if s <= t < e else 'n'}{running}")
         peak = max(peak, running)
-        lines.append(f"At {t}: {' '.join(marks)} = {running}, peak {peak}")
+        tail = f" = {running}, peak {peak}" if line_tail else ""
+        lines.append(f"At {t}: {' '.join(marks)}{tail}")
     verdict, relation = _verdict(peak, rooms)
     return "\n".join(lines) + f"\nPeak {peak}, rooms {rooms}: {peak} {relation} {rooms}\nAnswer: {verdict}"
 
