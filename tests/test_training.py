@@ -65,6 +65,24 @@ def test_mixed_precision_on_the_cpu_trains_and_says_so(model_dir, examples, tmp_
     assert report["loss_curve"][-1][1] < report["loss_curve"][0][1] * 0.8
 
 
+def test_first_layer_puts_lora_on_the_upper_layers_only(model_dir, examples, tmp_path):
+    """``first_layer=1`` of 2: LoRA on every Linear of layer 1 and none of layer 0 (the backward
+    pass then stops at layer 1); a layer past the last is a configuration error."""
+    from safetensors import safe_open
+
+    out = tmp_path / "adapter"
+    report = train_lora(str(model_dir), examples, out, {**FAST, "max_steps": 2, "first_layer": 1}, seed=7)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [1]
+    assert "q_proj" in config["target_modules"] and "down_proj" in config["target_modules"]
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as tensors:
+        names = [name for name in tensors.keys() if "lora_" in name]
+    assert names and all(".layers.1." in name for name in names)
+    assert report["settings"]["first_layer"] == 1
+    with pytest.raises(ConfigError, match="first_layer=2: .* has 2 layers"):
+        train_lora(str(model_dir), examples, tmp_path / "other", {**FAST, "first_layer": 2}, seed=7)
+
+
 def test_only_mixed_asks_for_bfloat16_products_on_the_cpu():
     import torch
 
@@ -132,4 +150,6 @@ def test_bad_settings_are_config_errors():
         resolve_settings({"schedule": "step"})
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         resolve_settings({"batch_size": 0})
+    with pytest.raises(ConfigError, match="first_layer must be a layer index"):
+        resolve_settings({"first_layer": -1})
     assert resolve_settings({})["r"] == 8  # the original experiment's recipe by default
