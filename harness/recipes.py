@@ -6,8 +6,8 @@ strategy stays in the prompt, and the LoRA settings. Students declare a default 
 --recipe NAME`` picks another; ``--transfer-format``, ``--transfer-n`` and ``--lora-opt`` still
 override single choices on top of it. The run records the recipe it used.
 
-The LoRA settings every recipe starts from (the original's), their checks, and what the ``dtype``
-setting means on each device live here too.
+The LoRA settings every recipe starts from (the original's), their checks, what the ``dtype``
+setting means on each device and where ``first_layer`` puts LoRA in a model live here too.
 """
 
 from __future__ import annotations
@@ -121,6 +121,24 @@ def cpu_bfloat16(torch, device: str, requested: str) -> bool:
         return bool(mkldnn and mkldnn.is_available() and supported and supported())
     except RuntimeError:
         return False
+
+
+def lora_placement(torch, model, s: dict, model_path: str) -> tuple:
+    """peft's ``target_modules`` and ``layers_to_transform`` for the settings: every layer, or those
+    from ``first_layer`` up (peft then needs module names, so ``all-linear`` is spelled out: every
+    Linear of the decoder layers)."""
+    first = s["first_layer"]
+    if not first:
+        return s["target_modules"], None
+    count = getattr(model.config, "num_hidden_layers", None)
+    if not count or first >= count:
+        raise ConfigError(f"LoRA setting first_layer={first}: {model_path!r} has {count or 'no numbered'} layers")
+    target = s["target_modules"]
+    if target == "all-linear":
+        output = model.get_output_embeddings()
+        target = sorted({name.rpartition(".")[2] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) and module is not output})
+    return target, list(range(first, count))
 
 
 def _check_number(s: dict, key: str, low: float, high: float | None, words: str, *, open_low: bool = False,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import BackendUnavailableError, ConfigError
 from .prompting import encode_prompt
-from .recipes import cpu_bfloat16, resolve_settings, training_dtype
+from .recipes import cpu_bfloat16, lora_placement, resolve_settings, training_dtype
 
 ADAPTER_PREFIX = "adapter_"
 
@@ -128,7 +128,7 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
         torch.manual_seed(seed)
         transformers.utils.logging.disable_progress_bar()
         model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        target, layers = _lora_placement(torch, model, s, model_path)
+        target, layers = lora_placement(torch, model, s, model_path)
         lora = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"],
                                target_modules=target, modules_to_save=s["modules_to_save"],
                                layers_to_transform=layers, bias="none", task_type="CAUSAL_LM")
@@ -168,24 +168,6 @@ def train_lora(model_path: str, examples: list[dict], out_dir: Path, settings: d
     if resume is not None:
         resume.remove()
     return report
-
-
-def _lora_placement(torch, model, s: dict, model_path: str) -> tuple:
-    """peft's ``target_modules`` and ``layers_to_transform`` for the settings: every layer, or those
-    from ``first_layer`` up (peft then needs module names, so ``all-linear`` is spelled out: every
-    Linear of the decoder layers)."""
-    first = s["first_layer"]
-    if not first:
-        return s["target_modules"], None
-    count = getattr(model.config, "num_hidden_layers", None)
-    if not count or first >= count:
-        raise ConfigError(f"LoRA setting first_layer={first}: {model_path!r} has {count or 'no numbered'} layers")
-    target = s["target_modules"]
-    if target == "all-linear":
-        output = model.get_output_embeddings()
-        target = sorted({name.rpartition(".")[2] for name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear) and module is not output})
-    return target, list(range(first, count))
 
 
 def _sort_adapter_config(folder: Path) -> None:
