@@ -86,6 +86,53 @@ def test_verdict_evidence():
     assert v.answer is None and v.rule == "ambiguous" and v.span == (0, 22)
 
 
+@pytest.mark.parametrize("text,expected,deciding", [
+    # issue 24: YES/NO used for a step of the reasoning, then an explicit final answer
+    ("Checking pairs. YES, [9-12] and [10-12] overlap. At 10-11 three meetings run with 2 rooms.\n\nFinal answer: NO",
+     "NO", "Final answer: NO"),
+    ("Do [9-12] and [10-12] overlap? YES, from 10 to 12.\nPeak 3 > 2 rooms.\n\n**Answer:** NO", "NO", "Answer:** NO"),
+    ("[9-12] and [10-12] overlap: YES.\nIs 3 > 2? YES.\nTherefore, the answer is NO.", "NO", "answer is NO"),
+    ("Step 1: NO, [10-12] and [12-13] do not overlap (one ends as the other starts).\nPeak 1 <= 2.\n"
+     "Final Answer: YES", "YES", "Final Answer: YES"),
+    # issue 24: the question restated and answered with a bare Yes/No, then the reason
+    ("Can all meetings be scheduled with 2 rooms? No. At 10 three meetings overlap.", "NO", "No"),
+    ("**Can all four meetings fit in 2 rooms?**\n\n**No.** Four run at 15.", "NO", "No"),
+    ("Are 3 rooms enough?\nYes - the peak is 2.", "YES", "Yes"),
+    ("Meetings: [9-12], [11-12]\nAvailable rooms: 2\n\nCan all meetings be scheduled?\nYes, because the peak is 2.",
+     "YES", "Yes"),
+])
+def test_step_answers_and_restated_question(text, expected, deciding):
+    v = extract_verdict(text)
+    assert v.answer == expected
+    assert text[v.span[0]:v.span[1]] == deciding
+
+
+@pytest.mark.parametrize("text", [
+    # a verdict with its reason is not a step: the two verdicts still contradict each other
+    "Check: NO, [9-12], [10-12] and [10-11] overlap at 10.\nFinal answer: YES",
+    "Check: YES, no two meetings overlap.\nFinal answer: NO",
+    "Looking at it: YES, the meetings can be arranged in the 2 rooms.\n\nFinal answer: NO",
+    # step answers alone say nothing about where the verdict is
+    "Do [9-12] and [10-12] overlap? YES.\nDo [10-12] and [12-13] overlap? NO.",
+    # the restated question's answer contradicted by a later final answer
+    "Can all meetings be scheduled? No. Three meetings overlap at 10.\nFinal answer: YES",
+    # not a bare answer to the task's question
+    "Can all meetings be scheduled? No idea.",
+    "Can all meetings be scheduled? No way to tell yet.",
+    "Can all meetings be scheduled? Yes and no: it depends on the boundary.",
+    "Can all meetings be scheduled? No, unless meetings that touch may share a room.",
+    "Can all meetings be scheduled? Possibly.",
+    "If there were 4 rooms, could all meetings be scheduled? Yes.",
+    "Is it impossible to schedule them? Yes.",
+    "Is there a conflict at 10? YES.\nIs 3 > 2? YES.",
+    # a conditional answer, with or without its alternative
+    "Final answer: YES or NO, depending on whether [13-16] meetings can share a room.",
+    "Answer YES if the peak is at most the rooms, otherwise NO.",
+])
+def test_step_and_question_near_misses_stay_unparsed(text):
+    assert extract_verdict(text).answer is None
+
+
 def test_task_keeps_both_entry_points(task):
     assert task.extract_answer("Answer: NO") == "NO"
     assert task.extract_verdict("Answer: NO") == Verdict("NO", "answer-marker", (0, 10))
@@ -101,6 +148,10 @@ def test_labelled_set_is_real_and_sourced():
     assert all(r["label"] in ("YES", "NO", None) and r["source"] and r["where"] and r["text"] for r in rows)
     models = {r["model"] for r in rows}
     assert any("Claude" in m for m in models) and any("SmolLM2" in m for m in models)
+    # responses written for the set (not model output) say so in their source and model
+    written = [r for r in rows if r["source"].startswith("written for this set")]
+    assert all(r["model"].startswith("none (written") for r in written)
+    assert len(rows) - len(written) >= 150
 
 
 # Responses labelled with no verdict that the extractor still reads one in, each with the reason. Reading
