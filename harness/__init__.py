@@ -1,9 +1,19 @@
 """lrl-harness: teach a small local model a skill from a large one, and measure it honestly.
 
-The public API for plugins is what this package exports (``__all__``): the ``hookimpl`` marker, the
-contract a plugin implements (``Task``, ``Teacher``, ``Backend``; a student factory returns a
-``StudentModel``), the values that cross it, option declarations and the errors to raise. Names
-imported from the submodules directly may change between versions.
+The public API is what this package exports (``__all__``); it is all a plugin needs, and the
+built-in plugins (``lrl_harness_plugins``, ``lrl_harness_tasks``) use nothing else: a contract in
+tox (import-linter) keeps it so. Sub-packages are the implementation, and their names may change:
+
+    api/         the plugin contract: hook specs, values that cross it, options, errors, registry
+    util/        where things are kept on disk, progress display
+    results/     the results file: declared schema, records, atomic reads and writes
+    evaluation/  asking a model, grading, accuracy statistics, rescoring, parity between engines
+    pipeline/    ``lrl run``: configuration, run folder, stages, cache, recipes, training, export
+    bench/       ``lrl bench``: targets, one-at-a-time and load measurement, performance statistics
+    reporting/   ``lrl check``/``report``: regression gate, tables, plots
+    cli/         the ``lrl`` command
+
+Names are imported on first use, so that ``lrl --help`` stays fast.
 """
 
 import pluggy
@@ -14,19 +24,28 @@ PROJECT = "lrl_harness"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 """Decorator for plugin hook implementations: ``@hookimpl def register_backends(register): ...``"""
 
-# the public names beyond the marker, and the module each lives in: imported on first use, so that
-# ``lrl --help`` stays fast
+# public name -> the module (under lrl_harness) that defines it
 _PUBLIC = {
-    # the contract
-    "Task": "contract", "Teacher": "contract", "Backend": "contract", "StudentModel": "contract",
-    # what crosses it
-    "Problem": "contract", "Completion": "contract", "GenerationSettings": "contract", "ModelSpec": "contract",
-    "TeacherRequest": "contract", "PluginContext": "contract", "sha256_text": "contract",
-    # plugin options and errors
-    "Option": "options", "check_options": "options",
-    "LrlError": "errors", "ConfigError": "errors", "BackendUnavailableError": "errors",
+    # the contract a plugin implements, and the values that cross it
+    **dict.fromkeys(("Task", "Teacher", "Backend", "StudentModel", "Problem", "Completion", "GenerationSettings",
+                     "ModelSpec", "TeacherRequest", "PluginContext", "sha256_text"), "api.contract"),
+    # plugin options, declared once and checked by one helper
+    **dict.fromkeys(("Option", "check_options", "parse_flag"), "api.options"),
+    # errors: each becomes one line on stderr and exit 2 (LrlError) in the CLI
+    **dict.fromkeys(("LrlError", "ConfigError", "BackendUnavailableError", "InvalidProblemError", "TeacherError",
+                     "ServerError", "GGUFError"), "api.errors"),
+    # finding plugins (also what a plugin's own tests use)
+    **dict.fromkeys(("Registry", "make_plugin_manager"), "api.registry"),
+    # helpers the built-in backends, students and teachers share
+    **dict.fromkeys(("render_prompt", "encode_prompt", "ChatTemplate"), "api.prompting"),
+    **dict.fromkeys(("read_gguf_header", "sha256_file"), "api.gguf"),
+    "import_torch": "api.deps",
+    "cache_dir": "util.paths",
+    **dict.fromkeys(("RECIPES", "DEFAULT_SETTINGS", "apply_recipe"), "pipeline.recipes"),
+    **dict.fromkeys(("gguf_for", "validate_gguf"), "pipeline.export"),
+    "load_prices": "pipeline.cost",
 }
-__all__ = ["hookimpl", "__version__", *_PUBLIC]
+__all__ = ["hookimpl", "__version__", "PROJECT", *_PUBLIC]
 
 
 def __getattr__(name):
@@ -35,3 +54,7 @@ def __getattr__(name):
 
         return getattr(import_module(f"{__name__}.{_PUBLIC[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -53,7 +53,7 @@ class AccuracyResult:
     def lower_bound(self, metric: str = "accuracy", alpha: float | None = None) -> float:
         """One-sided ``1 - alpha`` lower bound: Wilson for accuracy; for balanced accuracy, the mean of
         per-label Wilson bounds at ``alpha / labels`` (conservative)."""
-        from .metrics import balanced_accuracy_bounds, wilson_lower_one_sided
+        from lrl_harness.evaluation.statistics import balanced_accuracy_bounds, wilson_lower_one_sided
 
         alpha = self.alpha if alpha is None else alpha
         if metric == "accuracy":
@@ -122,13 +122,13 @@ class BackendPool:
 
 
 def _spec(model):
-    from .contract import ModelSpec
+    from lrl_harness.api.contract import ModelSpec
 
     return model if isinstance(model, ModelSpec) else ModelSpec(path=str(model))
 
 
 def _settings(settings, max_new_tokens):
-    from .contract import GenerationSettings
+    from lrl_harness.api.contract import GenerationSettings
 
     if settings is not None:
         return settings
@@ -144,7 +144,7 @@ def lrl_plugins() -> list:
 @pytest.fixture(scope="session")
 def lrl_registry(lrl_plugins):
     """The plugin registry: installed plugins plus ``lrl_plugins``."""
-    from .plugins import Registry, make_plugin_manager
+    from lrl_harness.api.registry import Registry, make_plugin_manager
 
     return Registry(make_plugin_manager(plugins=lrl_plugins))
 
@@ -158,7 +158,7 @@ def lrl_backend_pool(lrl_registry):
 
 
 def _problems_and_prompts(registry, task, preset, split, n, seed, strategy):
-    from .evaluate import student_prompts
+    from lrl_harness.evaluation.ask import student_prompts
 
     task_obj = registry.get("task", task).factory()
     problems = task_obj.problems(preset, split, n, seed)
@@ -175,8 +175,8 @@ def lrl_accuracy(lrl_registry, lrl_backend_pool):
             split: str = "test", n: int | None = None, seed: int | None = None, options: dict | None = None,
             strategy: str | None = None, settings=None, max_new_tokens: int | None = None,
             alpha: float = 0.05) -> AccuracyResult:
-        from .evaluate import evaluate
-        from .metrics import score_stage
+        from lrl_harness.evaluation.ask import evaluate
+        from lrl_harness.evaluation.statistics import score_stage
 
         settings = _settings(settings, max_new_tokens)
         key = (backend, _spec(model), tuple(sorted((options or {}).items())), task, preset, split, n, seed,
@@ -210,7 +210,7 @@ def lrl_latency(request, lrl_registry, lrl_backend_pool):
             benchmark = request.getfixturevalue("benchmark")
         except pytest.FixtureLookupError:
             pytest.fail("lrl_latency needs pytest-benchmark: pip install pytest-benchmark", pytrace=False)
-        from .evaluate import generate
+        from lrl_harness.evaluation.ask import generate
 
         settings = _settings(settings, max_new_tokens)
         _, _, prompts = _problems_and_prompts(lrl_registry, task, preset, split, n, seed, strategy)
@@ -232,8 +232,8 @@ def lrl_check():
     dicts: returns the CheckReport, failing the test (with every failure line) on a regression."""
 
     def run(results, baseline, **options):
-        from .check import check
-        from .results import load_results
+        from lrl_harness.reporting.check import check
+        from lrl_harness.results.io import load_results
 
         def load(value):
             return load_results(Path(value)) if isinstance(value, (str, Path)) else value

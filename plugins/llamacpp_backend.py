@@ -2,7 +2,7 @@
 
 ``ModelSpec.path`` is a GGUF file (``adapter``: an optional GGUF LoRA adapter), or a Hugging Face
 directory (``adapter``: an optional peft adapter directory), which is exported once with
-:func:`lrl_harness.export.gguf_for` (option ``quant``, default f32) and cached, so that a pipeline
+:func:`lrl_harness.pipeline.export.gguf_for` (option ``quant``, default f32) and cached, so that a pipeline
 student runs on llama.cpp as it is.
 
 One ``Llama`` object serves every prompt of a backend's life. llama-cpp-python keeps the KV cache
@@ -31,9 +31,17 @@ import os
 import time
 from pathlib import Path
 
-from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
-from lrl_harness.errors import BackendUnavailableError, ConfigError, LrlError
-from lrl_harness.options import Option, check_options
+from lrl_harness import (
+    BackendUnavailableError,
+    Completion,
+    ConfigError,
+    GenerationSettings,
+    LrlError,
+    ModelSpec,
+    Option,
+    check_options,
+    hookimpl,
+)
 
 OPTIONS = {
     "n_threads": Option(int, None, "threads (default: half the cores)", min=1, nullable=True),
@@ -60,7 +68,7 @@ class LlamaCppBackend:
         except ImportError:
             raise BackendUnavailableError(
                 "the llamacpp backend needs llama-cpp-python: pip install 'lrl-harness[llamacpp]'") from None
-        from lrl_harness.export import gguf_for, validate_gguf
+        from lrl_harness import gguf_for, validate_gguf
 
         path, adapter = Path(model.path), model.adapter
         self.quant = options["quant"]
@@ -106,7 +114,7 @@ class LlamaCppBackend:
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
-        from lrl_harness.prompting import ChatTemplate
+        from lrl_harness import ChatTemplate
 
         text = self.llm._model.token_get_text
         return ChatTemplate(template, bos_token=text(self.bos), eos_token=text(self.llm.token_eos()))

@@ -22,9 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lrl_harness import Completion, GenerationSettings, ModelSpec, TeacherRequest, hookimpl
-from lrl_harness.cache import TeacherError
-from lrl_harness.errors import ConfigError
+from lrl_harness import Completion, ConfigError, GenerationSettings, ModelSpec, TeacherError, TeacherRequest, hookimpl
 
 DEFAULT_MAX_TOKENS = 1024
 SPEC_FIELDS = ("adapter", "tokenizer", "dtype", "name")
@@ -91,7 +89,7 @@ class ModelTeacher:
         """The exact string the model sees (the task's prompt, in the chat template if used)."""
         if self.tokenizer is None:
             return text
-        from lrl_harness.prompting import render_prompt
+        from lrl_harness import render_prompt
 
         return render_prompt(self.tokenizer, text, self.chat_template)
 

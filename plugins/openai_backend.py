@@ -29,9 +29,16 @@ import os
 import time
 from typing import Any
 
-from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
-from lrl_harness.config import parse_flag
-from lrl_harness.errors import BackendUnavailableError, ConfigError, ServerError
+from lrl_harness import (
+    BackendUnavailableError,
+    Completion,
+    ConfigError,
+    GenerationSettings,
+    ModelSpec,
+    ServerError,
+    hookimpl,
+    parse_flag,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 API_KEY_ENV = "OPENAI_API_KEY"

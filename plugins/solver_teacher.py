@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 
-from lrl_harness import Completion, TeacherRequest, hookimpl
-from lrl_harness.options import Option, check_options
+from lrl_harness import Completion, Option, TeacherRequest, check_options, hookimpl
 
 
 class SolverTeacher:

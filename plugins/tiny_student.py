@@ -25,8 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lrl_harness import StudentModel, hookimpl
-from lrl_harness.errors import ConfigError
+from lrl_harness import ConfigError, StudentModel, hookimpl
 
 BUILDER_VERSION = "tiny-student/1"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
@@ -211,7 +210,7 @@ def merges_leftmost_agrees_with(alphabet: list[str], merges: list[tuple[str, str
 
 
 def _write_model(out: Path, seed: int, sizes: dict, vocab_size: int) -> None:
-    from lrl_harness.training import import_torch
+    from lrl_harness import import_torch
 
     torch = import_torch()
     from safetensors.torch import save_file

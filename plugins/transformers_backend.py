@@ -20,11 +20,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.options import Option, check_options
-from lrl_harness.prompting import encode_prompt
-from lrl_harness.training import import_torch
+from lrl_harness import (
+    BackendUnavailableError,
+    Completion,
+    ConfigError,
+    GenerationSettings,
+    ModelSpec,
+    Option,
+    check_options,
+    encode_prompt,
+    hookimpl,
+    import_torch,
+)
 from lrl_harness_plugins.transformers_greedy import greedy_rows, left_padded
 
 DEFAULT_BATCH_SIZE = 64

@@ -18,8 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from lrl_harness import Completion, GenerationSettings, ModelSpec, hookimpl
-from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness import BackendUnavailableError, Completion, ConfigError, GenerationSettings, ModelSpec, hookimpl
 
 MIN_CAPABILITY = (7, 0)
 BF16_CAPABILITY = (8, 0)

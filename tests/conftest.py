@@ -22,8 +22,8 @@ def offline_run(tmp_path_factory):
 
     Several test files read its results, its adapter and its GGUF files.
     """
-    from lrl_harness.cli import main
-    from lrl_harness.results import load_results
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
 
     out = tmp_path_factory.mktemp("offline-run") / "run"
     code = main(["run", "--quiet", "--out", str(out)])
@@ -57,7 +57,7 @@ def small_student():
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """A complete small run (every stage, export and parity), made once per session."""
-    from lrl_harness.cli import main
+    from lrl_harness.cli.app import main
 
     out = tmp_path_factory.mktemp("small-run") / "run"
     assert main(_small_run_args(out)) == 0, "the small lrl run failed"
@@ -94,8 +94,8 @@ def task():
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """(tiny student directory, folder with its f32/q8_0/q4_k_m GGUFs), exported once per session."""
-    from lrl_harness.export import export_model
-    from lrl_harness.paths import cache_dir
+    from lrl_harness.pipeline.export import export_model
+    from lrl_harness.util.paths import cache_dir
     from lrl_harness_plugins.tiny_student import build_tiny_student
     from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lrl_harness.cli import main
+from lrl_harness.cli.app import main
 
 pytestmark = pytest.mark.slow  # a whole run, LoRA training included
 

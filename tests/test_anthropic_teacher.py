@@ -20,8 +20,10 @@ from fake_anthropic import (
     slow,
 )
 from lrl_harness import Completion, PluginContext, TeacherRequest
-from lrl_harness.cache import CachedTeacher, TeacherError
-from lrl_harness.cost import (
+from lrl_harness.api.errors import ConfigError, LrlError
+from lrl_harness.api.registry import Registry, make_plugin_manager
+from lrl_harness.pipeline.cache import CachedTeacher, TeacherError
+from lrl_harness.pipeline.cost import (
     DEFAULT_PRICES,
     Price,
     break_even,
@@ -30,8 +32,6 @@ from lrl_harness.cost import (
     price_of,
     summarise_usage,
 )
-from lrl_harness.errors import ConfigError, LrlError
-from lrl_harness.plugins import Registry, make_plugin_manager
 from lrl_harness_plugins.anthropic_teacher import (
     DEFAULT_MODEL,
     ORIGINAL_MODEL,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.cli import main
+from lrl_harness.cli.app import main
 
 RUN = ["run", "--quiet", "@small-student", "--test-n", "20", "--train-n", "20"]
 
@@ -334,7 +334,7 @@ def test_the_disable_list_names_only_real_plugins(monkeypatch, capsys):
 
 
 def test_a_second_run_on_a_held_folder_is_refused(tmp_path, capsys):
-    from lrl_harness.rundir import RunLock
+    from lrl_harness.pipeline.rundir import RunLock
 
     out = tmp_path / "run"
     assert main(["run", "--quiet", "--stages", "teacher_baseline", "--test-n", "10", "--out", str(out)]) == 0

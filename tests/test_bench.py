@@ -13,12 +13,15 @@ import lrl_harness_tasks.meeting_rooms as meeting_rooms
 import pytest
 from click.testing import CliRunner
 from lrl_harness import Completion, ModelSpec, hookimpl, sha256_text
-from lrl_harness.bench import parse_target, run_bench, unique_labels
-from lrl_harness.commands import bench_command
-from lrl_harness.errors import ConfigError, LrlError
-from lrl_harness.metrics import percentile, score_stage
-from lrl_harness.plugins import Registry, make_plugin_manager
-from lrl_harness.results import load_results, new_results, write_json
+from lrl_harness.api.errors import ConfigError, LrlError
+from lrl_harness.api.registry import Registry, make_plugin_manager
+from lrl_harness.bench.performance import percentile
+from lrl_harness.bench.runner import run_bench
+from lrl_harness.bench.targets import parse_target, unique_labels
+from lrl_harness.cli.commands import bench_command
+from lrl_harness.evaluation.statistics import score_stage
+from lrl_harness.results.files import write_json
+from lrl_harness.results.io import load_results, new_results
 from lrl_harness_tasks.meeting_rooms.solver import max_simultaneous
 
 LOADED = []  # every stand-in created, to inspect what the bench asked of it
@@ -155,7 +158,7 @@ def test_a_batched_target_sends_n_prompts_per_call(registry, task):
 
 
 def test_thread_counts_go_to_the_option_each_backend_declares(registry):
-    from lrl_harness.bench import with_threads
+    from lrl_harness.bench.targets import with_threads
 
     targets = [parse_target(t) for t in ("transformers=hf-dir", "llamacpp=m.gguf", "mine:myengine=m.gguf",
                                          "own:llamacpp=m.gguf,n_threads=1", "openai=x")]
@@ -276,8 +279,8 @@ def test_bench_run_without_export_is_an_error(registry, tmp_path):
 def test_bench_the_offline_runs_student_on_real_engines(offline_run, tmp_path, capsys):
     """The real trained student of the shared offline run, on the real transformers backend (plus
     llama.cpp for every GGUF file the run exported): same prompts, same answers as the run's lora stage."""
-    from lrl_harness.check import check
-    from lrl_harness.cli import main
+    from lrl_harness.cli.app import main
+    from lrl_harness.reporting.check import check
 
     run_dir, results = offline_run
     out = tmp_path / "bench.json"
@@ -295,7 +298,7 @@ def test_bench_the_offline_runs_student_on_real_engines(offline_run, tmp_path, c
 
 def test_load_levels_on_an_in_process_backend(registry, task):
     """An in-process backend answers one request at a time: only concurrency 1 is measured for it."""
-    from lrl_harness.load import parse_levels
+    from lrl_harness.bench.load import parse_levels
 
     problems = task.problems("balanced", "test", n=8)
     bench = run_bench(registry, task, problems, [parse_target("llamacpp=m.gguf,wrong_every=4")], warmup=0,

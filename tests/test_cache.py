@@ -11,9 +11,9 @@ import json
 import pytest
 from fake_anthropic import FakeAnthropic
 from lrl_harness import PluginContext, TeacherRequest, sha256_text
-from lrl_harness.cache import CachedTeacher, request_key
-from lrl_harness.cost import summarise_usage
-from lrl_harness.errors import CacheMissError, LrlError
+from lrl_harness.api.errors import CacheMissError, LrlError
+from lrl_harness.pipeline.cache import CachedTeacher, request_key
+from lrl_harness.pipeline.cost import summarise_usage
 from lrl_harness_plugins.anthropic_teacher import make_teacher
 from lrl_harness_plugins.solver_teacher import SolverTeacher
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask

@@ -10,17 +10,18 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from lrl_harness.check import check, check_files
-from lrl_harness.cli import main
-from lrl_harness.commands import check_command
-from lrl_harness.errors import LrlError
-from lrl_harness.metrics import (
+from lrl_harness.api.errors import LrlError
+from lrl_harness.cli.app import main
+from lrl_harness.cli.commands import check_command
+from lrl_harness.evaluation.statistics import (
     balanced_accuracy_bounds,
     mcnemar_one_sided,
     score_stage,
     stratified_mcnemar_one_sided,
 )
-from lrl_harness.results import new_results, write_json
+from lrl_harness.reporting.check import check, check_files
+from lrl_harness.results.files import write_json
+from lrl_harness.results.io import new_results
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 TASK = MeetingRoomsTask()

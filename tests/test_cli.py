@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from lrl_harness.cli import main
+from lrl_harness.cli.app import main
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
 

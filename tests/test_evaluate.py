@@ -3,7 +3,7 @@
 The backend is a stand-in that answers YES to every prompt."""
 
 from lrl_harness import Completion, GenerationSettings, sha256_text
-from lrl_harness.evaluate import ask, evaluate, make_record, regrade, student_prompts
+from lrl_harness.evaluation.ask import ask, evaluate, make_record, regrade, student_prompts
 
 RECORD_KEYS = ["problem_id", "difficulty", "problem", "meetings", "rooms", "max_simultaneous", "expected", "answer",
                "correct", "response", "finish_reason", "truncated", "prompt_sha256", "prompt_tokens",

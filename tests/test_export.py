@@ -15,17 +15,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.converter import ConversionError, _extract, get_converter
-from lrl_harness.errors import LrlError
-from lrl_harness.export import (
-    MANIFEST,
-    GGUFError,
-    export_model,
-    read_gguf_header,
-    sha256_file,
-    validate_gguf,
-)
+from lrl_harness.api.errors import LrlError
+from lrl_harness.api.gguf import read_gguf_header, sha256_file
+from lrl_harness.cli.app import main
+from lrl_harness.pipeline.converter import ConversionError, _extract, get_converter
+from lrl_harness.pipeline.export import MANIFEST, GGUFError, export_model, validate_gguf
 
 pytest.importorskip("llama_cpp", reason="the llamacpp extra is not installed")
 
@@ -75,7 +69,7 @@ def test_truncated_gguf_is_one_clear_line(exported, tmp_path, cut, message):
 
 def test_llama_cpp_itself_refuses_a_truncated_file(exported, tmp_path):
     """The header check aside, llama.cpp's own loader must fail cleanly (no crash) on the same file."""
-    from lrl_harness.export import _load_with_llama_cpp
+    from lrl_harness.pipeline.export import _load_with_llama_cpp
 
     data = (exported[1] / "model-f32.gguf").read_bytes()
     bad = tmp_path / "cut.gguf"
@@ -191,18 +185,19 @@ def test_a_config_without_architectures_still_converts(exported, tmp_path):
 
 
 def test_a_run_directory_names_its_student_and_adapter(exported, tmp_path):
-    from lrl_harness.export import _resolve_source
-    from lrl_harness.results import new_results, write_json
+    from lrl_harness.pipeline.export import resolve_source
+    from lrl_harness.results.files import write_json
+    from lrl_harness.results.io import new_results
 
     model, _ = exported
     run = tmp_path / "run"
     results = new_results(task="meeting-rooms")
-    from lrl_harness.metrics import score_stage
+    from lrl_harness.evaluation.statistics import score_stage
 
     results["stages"]["lora"] = {**score_stage([]), "who": {"student": "tiny", "path": str(model)}, "results": []}
     write_json(run / "results.json", results)
-    assert _resolve_source(run) == (model, None, run / "export")
+    assert resolve_source(run) == (model, None, run / "export")
     (run / "adapter").mkdir()
     (run / "adapter" / "adapter_config.json").write_text("{}")
-    assert _resolve_source(run) == (model, run / "adapter", run / "export")
-    assert _resolve_source(model) == (model, None, model.with_name(f"{model.name}-gguf"))
+    assert resolve_source(run) == (model, run / "adapter", run / "export")
+    assert resolve_source(model) == (model, None, model.with_name(f"{model.name}-gguf"))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.api.errors import BackendUnavailableError, ConfigError
 from lrl_harness_plugins import gguf_student
 
 HAVE_SMOLLM2 = importlib.util.find_spec(gguf_student.SMOLLM2_PACKAGE) is not None
@@ -59,7 +59,7 @@ def test_a_truncated_gguf_is_one_clear_error_and_leaves_nothing(task, tmp_path):
 @pytest.mark.real_model
 @needs_smollm2
 def test_smollm2_becomes_a_hugging_face_student_once(task):
-    from lrl_harness.paths import cache_dir
+    from lrl_harness.util.paths import cache_dir
 
     student = gguf_student.smollm2_student(task, {}, cache_dir())
     folder = Path(student.path)
@@ -97,7 +97,7 @@ def _gguf_of_architecture(path: Path, architecture: str) -> Path:
 
 def test_a_valid_gguf_of_an_architecture_transformers_cannot_read_is_one_line_exit_2(tmp_path, monkeypatch,
                                                                                       capsys):
-    from lrl_harness.cli import main
+    from lrl_harness.cli.app import main
 
     model = _gguf_of_architecture(tmp_path / "odd.gguf", "nosucharch")
     before = model.read_bytes()

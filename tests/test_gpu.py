@@ -17,7 +17,7 @@ import os
 import time
 
 import pytest
-from lrl_harness.training import import_torch
+from lrl_harness.api.deps import import_torch
 
 torch = import_torch()
 CUDA = torch.cuda.is_available()
@@ -36,7 +36,7 @@ def gpu_report():
     yield FIGURES
     path = os.environ.get("LRL_GPU_REPORT")
     if path and FIGURES:
-        from lrl_harness.results import write_json
+        from lrl_harness.results.files import write_json
 
         write_json(path, {"schema": "lrl-harness/gpu-report", "schema_version": 1, **FIGURES})
 
@@ -49,8 +49,8 @@ def _stage(block: dict) -> dict:
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory):
     """The offline pipeline on the GPU: tiny student, exact-solver teacher, LoRA trained on CUDA."""
-    from lrl_harness.cli import main
-    from lrl_harness.results import load_results
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
 
     out = tmp_path_factory.mktemp("gpu-run") / "run"
     started = time.perf_counter()
@@ -80,8 +80,8 @@ def test_lora_trains_on_cuda_and_teaches_the_student(gpu_run):
 def test_bench_gpu_against_cpu_in_one_run(gpu_run, tmp_path):
     """``lrl bench`` of the trained student: CUDA (auto dtype), CUDA forced to fp16 under a 12 GB cap,
     and the CPU in float32, on the same problems in one run."""
-    from lrl_harness.cli import main
-    from lrl_harness.results import load_results
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
 
     run_dir, results = gpu_run
     base = results["stages"]["lora"]["who"]["path"]
@@ -114,8 +114,8 @@ def test_bench_gpu_against_cpu_in_one_run(gpu_run, tmp_path):
 
 def test_fp16_training_with_loss_scaling_like_a_pre_ampere_card(tmp_path):
     """Training in float16 (what a card without bf16 gets), capped at 12 GB: the loss falls and stays finite."""
-    from lrl_harness.plugins import Registry, make_plugin_manager
-    from lrl_harness.training import train_lora
+    from lrl_harness.api.registry import Registry, make_plugin_manager
+    from lrl_harness.pipeline.training import train_lora
 
     registry = Registry(make_plugin_manager())
     task = registry.get("task", "meeting-rooms").factory()
@@ -142,8 +142,8 @@ def test_vllm_refuses_in_one_line_where_it_cannot_run():
     """Where vllm is not installed (or the GPU is too old) the backend refuses in one line; where it is,
     this machine is the place to run it and the test says so."""
     from lrl_harness import ModelSpec
-    from lrl_harness.errors import LrlError
-    from lrl_harness.plugins import Registry, make_plugin_manager
+    from lrl_harness.api.errors import LrlError
+    from lrl_harness.api.registry import Registry, make_plugin_manager
     from lrl_harness_plugins import vllm_backend
 
     if vllm_backend.vllm_installed():

@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 STEPS = 200  # LoRA steps: long enough to be killed in the middle (a checkpoint every 10)
-CODE = "import sys; from lrl_harness.cli import main; sys.exit(main(sys.argv[1:]))"
+CODE = "import sys; from lrl_harness.cli.app import main; sys.exit(main(sys.argv[1:]))"
 
 
 ARGS = []  # filled by the ``arguments`` fixture: the small run, more steps and problems

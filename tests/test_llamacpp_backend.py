@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
-from lrl_harness.errors import ConfigError, LrlError
-from lrl_harness.export import GGUFError, export_model
+from lrl_harness.api.errors import ConfigError, LrlError
+from lrl_harness.pipeline.export import GGUFError, export_model
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 
@@ -149,7 +149,7 @@ def test_gguf_lora_adapter_equals_the_merged_model(exported, tmp_path, hf):
     """A small q/v-projection adapter (a few training steps, enough to change the output), used
     three ways: as a GGUF adapter beside the base GGUF, merged into the weights (the backend exports
     the Hugging Face directory plus peft adapter itself), and on transformers through peft."""
-    from lrl_harness.training import train_lora
+    from lrl_harness.pipeline.training import train_lora
     from lrl_harness_plugins.transformers_backend import TransformersBackend
 
     model_dir, _ = exported

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.errors import ConfigError
-from lrl_harness.load import Level, parse_levels, parse_slo
-from lrl_harness.metrics import bootstrap_ratio, percentile, spread
-from lrl_harness.results import load_results
+from lrl_harness.api.errors import ConfigError
+from lrl_harness.bench.load import Level, parse_levels, parse_slo
+from lrl_harness.bench.performance import bootstrap_ratio, percentile, spread
+from lrl_harness.cli.app import main
+from lrl_harness.results.io import load_results
 from slow_server import SlowServer
 
 

@@ -3,7 +3,7 @@
 from collections import Counter
 
 import pytest
-from lrl_harness.errors import InvalidProblemError, LrlError
+from lrl_harness.api.errors import InvalidProblemError, LrlError
 from lrl_harness_tasks.meeting_rooms.solver import between, check, count, max_simultaneous, scan, solve, tally, trace
 
 

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from lrl_harness.metrics import (
+from lrl_harness.evaluation.statistics import (
     mcnemar_exact,
     mcnemar_one_sided,
     paired_comparison,

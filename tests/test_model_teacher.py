@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 from lrl_harness import PluginContext, TeacherRequest
-from lrl_harness.cache import CachedTeacher
-from lrl_harness.cost import summarise_usage
-from lrl_harness.errors import ConfigError, UnknownPluginError
-from lrl_harness.plugins import Registry, make_plugin_manager
+from lrl_harness.api.errors import ConfigError, UnknownPluginError
+from lrl_harness.api.registry import Registry, make_plugin_manager
+from lrl_harness.pipeline.cache import CachedTeacher
+from lrl_harness.pipeline.cost import summarise_usage
 from lrl_harness_plugins.tiny_student import build_tiny_student
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.check import check
-from lrl_harness.cli import main
-from lrl_harness.results import STAGES, load_results
+from lrl_harness.cli.app import main
+from lrl_harness.reporting.check import check
+from lrl_harness.results.format import STAGES
+from lrl_harness.results.io import load_results
 
 pytestmark = pytest.mark.slow
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "tiny-offline-reference.json"

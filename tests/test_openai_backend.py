@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
-from lrl_harness.errors import BackendUnavailableError, ConfigError
+from lrl_harness.api.errors import BackendUnavailableError, ConfigError
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_plugins.openai_backend import OpenAIBackend, ServerError
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
@@ -204,8 +204,8 @@ def test_bench_sweep_on_llama_cpp_server_matches_in_process(server, gguf, tmp_pa
     """``lrl bench`` at concurrency 1,2,4 against the real server, beside the in-process llamacpp
     backend on the same GGUF (measured at concurrency 1 only: it answers one request at a time), each
     target in its own process: every level answers every problem, with the in-process answers."""
-    from lrl_harness.cli import main
-    from lrl_harness.results import load_results
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
 
     out = tmp_path / "bench.json"
     code = main(["bench", "--n", "12", "--max-new-tokens", "20", "--warmup", "1", "--concurrency", "1,2,4",

@@ -11,10 +11,10 @@ import json
 
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
-from lrl_harness.cli import main
-from lrl_harness.errors import LrlError
-from lrl_harness.metrics import mcnemar_exact
-from lrl_harness.parity import TokenMismatchError, check_parity, first_difference
+from lrl_harness.api.errors import LrlError
+from lrl_harness.cli.app import main
+from lrl_harness.evaluation.parity import TokenMismatchError, check_parity, first_difference
+from lrl_harness.evaluation.statistics import mcnemar_exact
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
 from lrl_harness_plugins.transformers_backend import TransformersBackend
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask

@@ -5,9 +5,9 @@ import types
 
 import pytest
 from lrl_harness import hookimpl
-from lrl_harness.cli import main
-from lrl_harness.errors import LrlError, UnknownPluginError
-from lrl_harness.plugins import Registry, make_plugin_manager
+from lrl_harness.api.errors import LrlError, UnknownPluginError
+from lrl_harness.api.registry import Registry, make_plugin_manager
+from lrl_harness.cli.app import main
 
 
 def make_plugin(**hooks):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from lrl_harness.progress import UI
+from lrl_harness.util.progress import UI
 from rich.console import Console
 
 
@@ -12,7 +12,7 @@ def test_a_log_gets_a_line_at_the_start_every_so_often_and_at_the_end(monkeypatc
     out = io.StringIO()
     ui = UI(console=Console(file=out, width=120))
     clock = iter(range(0, 1000, 10))  # every call to the clock is 10 s later
-    monkeypatch.setattr("lrl_harness.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("lrl_harness.util.progress.time.monotonic", lambda: next(clock))
     ui.LINE_EVERY_S = 25
     with ui.task("lora training", 6) as advance:
         for step in range(6):

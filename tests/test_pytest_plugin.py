@@ -132,8 +132,9 @@ def test_latency_gate_through_pytest_benchmark(pytester, monkeypatch):
 
 def test_check_fixture_fails_a_regressed_run(pytester):
     pytester.makepyfile(test_regression='''
-        from lrl_harness.metrics import score_stage
-        from lrl_harness.results import new_results, write_json
+        from lrl_harness.evaluation.statistics import score_stage
+        from lrl_harness.results.io import new_results
+        from lrl_harness.results.files import write_json
 
 
         def results(wrong):

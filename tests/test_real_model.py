@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.results import load_results
+from lrl_harness.cli.app import main
+from lrl_harness.results.io import load_results
 
 pytestmark = [
     pytest.mark.real_model,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from lrl_harness import StudentModel, hookimpl
-from lrl_harness.cli import main
-from lrl_harness.config import RunConfig
-from lrl_harness.errors import ConfigError
-from lrl_harness.recipes import DEFAULT_SETTINGS, RECIPES, apply_recipe, get_recipe, resolve_settings
+from lrl_harness.api.errors import ConfigError
+from lrl_harness.cli.app import main
+from lrl_harness.pipeline.config import RunConfig
+from lrl_harness.pipeline.recipes import DEFAULT_SETTINGS, RECIPES, apply_recipe, get_recipe, resolve_settings
 
 
 def test_the_seed_recipe_is_the_original_experiments():
@@ -67,7 +67,7 @@ class _Students:
     @staticmethod
     @hookimpl
     def register_students(register):
-        from lrl_harness.options import Option, check_options
+        from lrl_harness.api.options import Option, check_options
 
         spec = {"recipe": Option(str, "small", "recipe"), "lora": Option(dict, None, "lora", nullable=True)}
 
@@ -85,8 +85,8 @@ class _Students:
 
 def test_run_recipe_reaches_a_student_through_its_option_so_its_own_lora_stays(tmp_path):
     import lrl_harness_tasks.meeting_rooms as meeting_rooms
-    from lrl_harness.pipeline import Pipeline
-    from lrl_harness.plugins import Registry, make_plugin_manager
+    from lrl_harness.api.registry import Registry, make_plugin_manager
+    from lrl_harness.pipeline.runner import Pipeline
 
     registry = Registry(make_plugin_manager(load_entry_points=False, plugins=[meeting_rooms, _Students]))
     config = RunConfig(student="with-recipe", student_options={"lora": {"r": 4}}, recipe="seed").validate()

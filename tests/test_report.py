@@ -9,11 +9,12 @@ import io
 import xml.etree.ElementTree as ET
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.metrics import score_stage
-from lrl_harness.report import all_tables, describe_who, summary_table, write_report
-from lrl_harness.results import new_results, write_json
-from lrl_harness.tables import print_tables
+from lrl_harness.cli.app import main
+from lrl_harness.evaluation.statistics import score_stage
+from lrl_harness.reporting.report import all_tables, describe_who, summary_table, write_report
+from lrl_harness.reporting.tables import print_tables
+from lrl_harness.results.files import write_json
+from lrl_harness.results.io import new_results
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask
 from rich.console import Console
 

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.rescore import looks_truncated, rescore, split_original
+from lrl_harness.cli.app import main
+from lrl_harness.evaluation.rescore import looks_truncated, rescore, split_original
 
 PUBLISHED = Path(__file__).parent / "data" / "original_results_trimmed.json"
 
@@ -84,7 +84,7 @@ def test_cli_explain_and_out(capsys, tmp_path):
 
 
 def test_report_shows_the_rescore_columns(rescored):
-    from lrl_harness.report import all_tables
+    from lrl_harness.reporting.report import all_tables
 
     titles = {t.title: t for t in all_tables(rescored)}
     table = next(t for title, t in titles.items() if title.startswith("Re-graded"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lrl_harness.cli import main
+from lrl_harness.cli.app import main
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
@@ -144,9 +144,9 @@ def test_report_survives_mutated_files(good):
 
 def test_report_survives_mutated_tables(good):
     """The report's tables (not its plots, which take seconds) on mutated files."""
-    from lrl_harness.errors import LrlError
-    from lrl_harness.report import all_tables
-    from lrl_harness.results import load_results
+    from lrl_harness.api.errors import LrlError
+    from lrl_harness.reporting.report import all_tables
+    from lrl_harness.results.io import load_results
 
     @FUZZ
     @given(mutated(good))

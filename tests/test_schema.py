@@ -8,20 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.cli import main
-from lrl_harness.errors import ResultsFileError
-from lrl_harness.metrics import score_stage
-from lrl_harness.report import all_tables
-from lrl_harness.results import (
-    SCHEMA_VERSION,
-    as_results,
-    load_results,
-    new_results,
-    read_results,
-    write_json,
-    write_results,
-)
-from lrl_harness.schema import BenchEntry, Results, StageBlock
+from lrl_harness.api.errors import ResultsFileError
+from lrl_harness.cli.app import main
+from lrl_harness.evaluation.statistics import score_stage
+from lrl_harness.reporting.report import all_tables
+from lrl_harness.results.files import write_json
+from lrl_harness.results.format import SCHEMA_VERSION
+from lrl_harness.results.io import as_results, load_results, new_results, read_results, write_results
+from lrl_harness.results.schema import BenchEntry, Results, StageBlock
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "tiny-offline-reference.json"
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from lrl_harness.errors import ConfigError
-from lrl_harness.plugins import Registry, make_plugin_manager
+from lrl_harness.api.errors import ConfigError
+from lrl_harness.api.registry import Registry, make_plugin_manager
 from lrl_harness_plugins import hf_student, tiny_student
 from lrl_harness_plugins.tiny_student import (
     BYTE_TOKENS,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
-from lrl_harness.errors import ConfigError
-from lrl_harness.recipes import cpu_bfloat16, resolve_settings
-from lrl_harness.training import (
+from lrl_harness.api.errors import ConfigError
+from lrl_harness.pipeline.recipes import cpu_bfloat16, resolve_settings
+from lrl_harness.pipeline.training import (
     adapter_sha256,
     encode_example,
     learning_rate_factor,

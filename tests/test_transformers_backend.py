@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 from lrl_harness import Backend, GenerationSettings, ModelSpec
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.plugins import Registry, make_plugin_manager
-from lrl_harness.prompting import encode_prompt, prompt_record, render_prompt
+from lrl_harness.api.errors import BackendUnavailableError, ConfigError
+from lrl_harness.api.prompting import encode_prompt, prompt_record, render_prompt
+from lrl_harness.api.registry import Registry, make_plugin_manager
 from lrl_harness_plugins import transformers_backend as backend_module
 from lrl_harness_plugins.tiny_student import build_tiny_student
 from lrl_harness_tasks.meeting_rooms import MeetingRoomsTask

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 from lrl_harness import GenerationSettings, ModelSpec
-from lrl_harness.errors import BackendUnavailableError, ConfigError
-from lrl_harness.plugins import Registry, make_plugin_manager
+from lrl_harness.api.errors import BackendUnavailableError, ConfigError
+from lrl_harness.api.registry import Registry, make_plugin_manager
 from lrl_harness_plugins import vllm_backend
 from lrl_harness_plugins.vllm_backend import check_environment, parallel_options, sampling_kwargs
 

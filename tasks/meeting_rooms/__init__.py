@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lrl_harness import Problem, hookimpl, sha256_text
-from lrl_harness.errors import InvalidProblemError, LrlError
+from lrl_harness import InvalidProblemError, LrlError, Problem, hookimpl, sha256_text
 
 from . import generator, prompts
 from .extract import Verdict, extract_answer, extract_verdict

@@ -6,7 +6,7 @@ processed before starts.
 
 from __future__ import annotations
 
-from lrl_harness.errors import InvalidProblemError
+from lrl_harness import InvalidProblemError
 
 Meeting = tuple[int, int]
 
