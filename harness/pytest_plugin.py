@@ -14,6 +14,7 @@ fixture is used, so this plugin costs nothing in test runs that do not use it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,19 +106,18 @@ class BackendPool:
     def __init__(self, registry):
         self.registry = registry
         self._loaded: dict[tuple, Any] = {}
+        self._opened = contextlib.ExitStack()
         self.scored: dict[tuple, AccuracyResult] = {}  # lrl_accuracy's answers, reused
 
     def get(self, backend: str, model, options: dict | None = None):
         spec = _spec(model)
         key = (backend, spec, tuple(sorted((options or {}).items())))
         if key not in self._loaded:
-            factory = self.registry.get("backend", backend).factory
-            self._loaded[key] = factory(model=spec, options=dict(options or {}))
+            self._loaded[key] = self._opened.enter_context(self.registry.open_backend(backend, spec, options))
         return self._loaded[key]
 
     def close(self) -> None:
-        for backend in self._loaded.values():
-            backend.close()
+        self._opened.close()
         self._loaded.clear()
 
 

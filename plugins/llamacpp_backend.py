@@ -378,5 +378,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> LlamaCppBackend:
 
 @hookimpl
 def register_backends(register):
-    register("llamacpp", factory, runs=("gguf",), threads="n_threads",
+    register("llamacpp", factory, runs=("gguf",), threads="n_threads", batches="batch_size",
              description="llama-cpp-python on CPU, loading a GGUF file (greedy)", options=OPTIONS)

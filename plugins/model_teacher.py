@@ -17,6 +17,7 @@ model (and a fingerprint of its files), every option and the sampling settings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -112,8 +113,11 @@ class ModelTeacher:
                                           ttft_s=c.ttft_s, meta=meta))
         return completions
 
+    opened: contextlib.ExitStack | None = None
+
     def close(self) -> None:
-        self.backend.close()
+        if self.opened is not None:
+            self.opened.close()
 
 
 def files_fingerprint(path: str | None) -> str | None:
@@ -174,12 +178,15 @@ def make_teacher(task=None, options: dict | None = None, context=None) -> ModelT
     backend_options = {k: v for k, v in options.items() if k not in OWN_OPTIONS and k not in SPEC_FIELDS}
     if "dtype" in spec_fields:
         backend_options["dtype"] = spec_fields["dtype"]
-    backend = registry.get("backend", backend_name).factory(model=spec, options=backend_options)
+    opened = contextlib.ExitStack()  # the teacher's close() closes the backend
+    backend = opened.enter_context(registry.open_backend(backend_name, spec, backend_options))
     try:
-        return ModelTeacher(backend, backend_name, spec, max_tokens, chat_template, backend_options)
+        teacher = ModelTeacher(backend, backend_name, spec, max_tokens, chat_template, backend_options)
     except BaseException:
-        backend.close()
+        opened.close()
         raise
+    teacher.opened = opened
+    return teacher
 
 
 @hookimpl

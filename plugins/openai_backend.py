@@ -359,5 +359,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> OpenAIBackend:
 
 @hookimpl
 def register_backends(register):
-    register("openai", factory, runs=("server",),
+    register("openai", factory, runs=("server",), concurrent=True,
              description="any OpenAI-compatible server (official openai client, async, streamed)")

@@ -302,6 +302,6 @@ def transformers_backend(model: ModelSpec, options: dict | None = None) -> Trans
 
 @hookimpl
 def register_backends(register):
-    register("transformers", transformers_backend, runs=("hf",), threads="torch",
+    register("transformers", transformers_backend, runs=("hf",), threads="torch", batches="batch_size",
              description="Hugging Face transformers on CPU or CUDA, batched greedy decoding, LoRA adapters",
              options=OPTIONS)

@@ -8,7 +8,8 @@ and the others keep working.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pluggy
 from lrl_harness import PROJECT
 from lrl_harness.api import hookspecs
+from lrl_harness.api.contract import Backend, ModelSpec
 from lrl_harness.api.errors import LrlError, UnknownPluginError
 
 KINDS = ("task", "teacher", "student", "backend")
@@ -53,6 +55,12 @@ class Registration:
     """For a backend that computes on this machine's CPU: the option that sets its thread count, or
     ``"torch"`` when it uses the process's torch threads. None (GPU and server backends): ``lrl bench
     --threads`` leaves it alone."""
+    batches: str | None = None
+    """For a backend that decodes several prompts together: the option that sets how many (e.g.
+    ``"batch_size"``). Parity sets it; None: one prompt at a time."""
+    concurrent: bool = False
+    """For a backend that answers several requests at once: it has ``agenerate(prompt, settings)`` (a
+    coroutine) and ``run(coroutine)`` (its event loop), and ``lrl bench --concurrency`` drives it so."""
 
     @property
     def option_spec(self) -> dict | None:
@@ -75,10 +83,10 @@ class Registry:
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 module = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
 
-                def register(name, factory, *, description="", runs=(), threads=None, _kind=kind,
-                             _plugin=plugin_name, _module=module, **options):
-                    self._add(Registration(_kind, name, factory, _plugin, _module,
-                                           dists.get(_plugin), options, description, tuple(runs), threads))
+                def register(name, factory, *, description="", runs=(), threads=None, batches=None,
+                             concurrent=False, _kind=kind, _plugin=plugin_name, _module=module, **options):
+                    self._add(Registration(_kind, name, factory, _plugin, _module, dists.get(_plugin), options,
+                                           description, tuple(runs), threads, batches, bool(concurrent)))
 
                 try:
                     impl.function(register=register)
@@ -113,6 +121,20 @@ class Registry:
             if broken:
                 hint = f" (plugins that failed to load: {', '.join(broken)}; see `lrl plugins`)"
             raise UnknownPluginError(f"unknown {kind} {name!r}; available: {available}{hint}") from None
+
+    @contextmanager
+    def open_backend(self, name: str, model: ModelSpec, options: dict | None = None) -> Iterator[Backend]:
+        """The backend ``name`` loaded with ``model``, closed when the block ends (also on error).
+
+        The one way the core opens a backend: the name is looked up (an unknown one lists those that
+        exist), the factory checks the options it declared before loading anything, and ``close``
+        always runs, so a failed stage never leaves a server or a model behind.
+        """
+        backend = self.get("backend", name).factory(model=model, options=dict(options or {}))
+        try:
+            yield backend
+        finally:
+            backend.close()
 
     def engine_for(self, runs: str, name: str | None = None) -> Registration:
         """The backend that loads models of kind ``runs`` (``"hf"``, ``"gguf"``): ``name`` when given

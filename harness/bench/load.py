@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from lrl_harness.api.contract import Completion, GenerationSettings, Problem
 from lrl_harness.api.errors import ConfigError, LrlError
-from lrl_harness.bench.performance import difference, distribution, rate, rounded, spread
+from lrl_harness.bench.envelope import PEAK_NOTE, measurement
+from lrl_harness.bench.performance import distribution, rate, rounded, spread
 from lrl_harness.evaluation.ask import generate, make_record
 from lrl_harness.evaluation.statistics import paired_comparison, score_stage
-from lrl_harness.results.machine import cuda_torch, current_rss_mib, peak_rss_mib
 from lrl_harness.util.progress import ProgressFn, silent
 
 if TYPE_CHECKING:
@@ -263,19 +263,11 @@ def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[
     """
     levels: list[Level] = plan["levels"]
     repeats, seed, slo = plan["repeats"], plan["seed"], plan["slo"]
-    torch = cuda_torch()
-    if torch is not None:
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = current_rss_mib()
-    started = time.perf_counter()
-    backend = registry.get("backend", target.backend).factory(model=target.model, options=dict(target.options))
-    load_s = time.perf_counter() - started
-    concurrent = callable(getattr(backend, "agenerate", None)) and callable(getattr(backend, "run", None))
+    note = f"{PEAK_NOTE}; a server backend's memory is not seen here"
     blocks: dict[str, dict] = {}
-    try:
-        info = backend.info()
-        for i in range(plan["warmup"]):
-            generate(backend, [prompts[i % len(prompts)]], settings)
+    with measurement(registry, target, prompts, settings, plan["warmup"], note) as envelope:
+        backend = envelope.backend
+        concurrent = registry.get("backend", target.backend).concurrent
         for level in levels:
             if not concurrent and (level.rate is not None or (level.concurrency or 1) > 1):
                 blocks[level.key] = {"level": level.to_dict(),
@@ -300,11 +292,7 @@ def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[
                         run = asyncio.run(drive(send, len(problems), level, seed + r, done))
                 runs.append(run)
             blocks[level.key] = _level_block(task, problems, prompts, runs, slo)
-        elapsed = time.perf_counter() - started
-        rss_loaded = current_rss_mib()
-        info = backend.info()
-    finally:
-        backend.close()
+        envelope.info = backend.info()
     measured = [k for k, b in blocks.items() if "skipped" not in b]
     if not measured:
         raise LrlError(f"{target.label}: no load level can be measured on the {target.backend} backend "
@@ -322,21 +310,14 @@ def measure_load(registry, task, problems: Sequence[Problem], prompts: Sequence[
         comparison["significant_at_0.05"] = comparison["mcnemar_p"] < 0.05
         blocks[key]["paired_vs_reference"] = comparison
     ref = blocks[reference]
-    torch = cuda_torch()
     return {
         **{k: v for k, v in ref.items() if k not in ("load", "spread", "paired_vs_reference", "results")},
         "label": target.label, "backend": target.backend, "model": asdict(target.model),
-        "options": dict(target.options), "info": info, "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
+        "options": dict(target.options), "info": envelope.info, "load_s": round(envelope.load_s, 4),
+        "elapsed_s": round(envelope.elapsed_s, 4),
         "warmup": plan["warmup"], "repeats": repeats, "reference_level": reference,
         "latency": {k: ref["load"]["e2e"][k] for k in ("mean_s", "p50_s", "p90_s", "p99_s")},
-        "memory": {
-            "peak_rss_mib": peak_rss_mib(),
-            "rss_growth_mib": difference(rss_loaded, rss_before),
-            "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
-            "gpu_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1) if torch else None,
-            "note": "peak RSS is this process's peak so far (earlier targets included); a server backend's "
-                    "memory is not seen here",
-        },
+        "memory": envelope.memory,
         "levels": blocks,
         "results": ref["results"],
     }

@@ -5,18 +5,17 @@
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from lrl_harness.api.contract import GenerationSettings, Problem
+from lrl_harness.bench.envelope import PEAK_NOTE, measurement
 from lrl_harness.bench.load import measure_load
-from lrl_harness.bench.performance import difference, sequential_spread, speed
+from lrl_harness.bench.performance import sequential_spread, speed
 from lrl_harness.bench.targets import Target
-from lrl_harness.evaluation.ask import ask, generate, make_record
+from lrl_harness.evaluation.ask import ask, make_record
 from lrl_harness.evaluation.statistics import score_stage
-from lrl_harness.results.machine import cuda_torch, current_rss_mib, peak_rss_mib
 from lrl_harness.util.progress import ProgressFn, silent
 
 """Target options that describe the model (ModelSpec fields); every other option goes to the backend."""
@@ -64,51 +63,31 @@ def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequenc
                    settings: GenerationSettings, warmup: int = 2, repeats: int = 1,
                    progress: ProgressFn = silent) -> dict:
     """Load one target, warm it up, ask every problem one at a time; the benchmark entry for it."""
-    torch = cuda_torch()
-    if torch is not None:
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = current_rss_mib()
-    started = time.perf_counter()
-    factory = registry.get("backend", target.backend).factory
-    backend = factory(model=target.model, options=dict(target.options))
-    load_s = time.perf_counter() - started
-    try:
-        info = backend.info()
-        with progress(f"bench {target.label}", len(problems) * repeats) as advance:
-            advance(0, note="warming up")
-            for i in range(warmup):
-                generate(backend, [prompts[i % len(prompts)]], settings)
+    note = (f"{PEAK_NOTE}; RSS growth is from before loading to the end of the run; a server backend's "
+            "memory is not seen here")
+    with progress(f"bench {target.label}", len(problems) * repeats) as advance:
+        with measurement(registry, target, prompts, settings, warmup, note,
+                      on_warmup=lambda: advance(0, note="warming up")) as envelope:
             timings: list[list[tuple[float, Any]]] = [[] for _ in problems]
             for _ in range(repeats):
                 correct = 0
-                for call in ask(backend, task, problems, prompts, settings, size=target.batch):
+                for call in ask(envelope.backend, task, problems, prompts, settings, size=target.batch):
                     for i, completion in enumerate(call.completions, start=call.start):
                         timings[i].append((call.wall_s, completion))
                     correct += sum(r["correct"] for r in call.records)
                     done = call.start + len(call.records)
                     advance(len(call.records), note=f"{correct}/{done} correct")
-        elapsed = time.perf_counter() - started
-        rss_loaded = current_rss_mib()
-    finally:
-        backend.close()
     # each problem's first answer, timed by the median wall time of its repeats
     records = [make_record(task, p, prompt, runs[0][1], statistics.median(wall for wall, _ in runs))
                for p, prompt, runs in zip(problems, prompts, timings, strict=True)]
-    torch = cuda_torch()
     entry = {
         **score_stage(records),
         "label": target.label, "backend": target.backend, "model": asdict(target.model),
-        "options": dict(target.options), "info": info,
-        "load_s": round(load_s, 4), "elapsed_s": round(elapsed, 4),
+        "options": dict(target.options), "info": envelope.info,
+        "load_s": round(envelope.load_s, 4), "elapsed_s": round(envelope.elapsed_s, 4),
         "warmup": warmup, "repeats": repeats, "batch": target.batch,
         **speed(timings, target.batch),
-        "memory": {
-            "peak_rss_mib": peak_rss_mib(),
-            "rss_growth_mib": difference(rss_loaded, rss_before),
-            "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch else None,
-            "note": "peak RSS is this process's peak so far (earlier targets included); RSS growth is from "
-                    "before loading to the end of the run; a server backend's memory is not seen here",
-        },
+        "memory": envelope.memory,
         "inconsistent_repeats": sum(1 for runs in timings if len({c.text for _, c in runs}) > 1),
         "spread": sequential_spread(timings, repeats, target.batch),
         "results": records,

@@ -8,6 +8,7 @@ those modules are imported inside the command bodies, so ``lrl --help`` stays fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -109,17 +110,14 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
     registry = obj.registry
     hf_engine, gguf_engine = registry.engine_for("hf"), registry.engine_for("gguf", gguf_backend)
     options = {"n_threads": threads} if threads else {}
-    backends = {}
-    try:
-        backends[hf_engine.name] = hf_engine.factory(
-            model=ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None), options={})
+    with contextlib.ExitStack() as stack:
+        backends = {hf_engine.name: stack.enter_context(registry.open_backend(
+            hf_engine.name, ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None)))}
         for gguf in ggufs:
-            backends[gguf.stem] = gguf_engine.factory(model=ModelSpec(path=str(gguf)), options=dict(options))
+            backends[gguf.stem] = stack.enter_context(
+                registry.open_backend(gguf_engine.name, ModelSpec(path=str(gguf)), options))
         settings = GenerationSettings(max_new_tokens=max_new_tokens)
         report = check_parity(backends, prompts, problems, task, settings)
-    finally:
-        for backend in backends.values():
-            backend.close()
     if out_file:
         write_json(out_file, report)
     rows = []

@@ -3,6 +3,8 @@ against the merged Hugging Face model."""
 
 from __future__ import annotations
 
+import contextlib
+
 from lrl_harness.api.contract import Completion, GenerationSettings, ModelSpec, sha256_text
 from lrl_harness.evaluation.ask import student_prompts
 from lrl_harness.pipeline.rundir import file_tree_sha256
@@ -58,19 +60,18 @@ def parity(run: Run) -> dict:
                if gguf.threads and gguf.threads != "torch" else {})
     # an engine that decodes several prompts together does so here (parity compares greedy texts;
     # the latency of one prompt at a time is what ``lrl bench`` measures)
-    if "batch_size" in (gguf.option_spec or {}):
-        options["batch_size"] = PARITY_BATCH
+    if gguf.batches:
+        options[gguf.batches] = PARITY_BATCH
     chosen = run.parity_quants()
     files = [entry for entry in export_block["files"].values() if entry.get("kind", "model") == "model"]
     left_out = [entry["quant"] for entry in files if entry["quant"].lower() not in chosen]
-    backends = {}
-    try:
-        backends[reference.name] = reference.factory(model=ModelSpec(path=merged_dir), options={})
+    with contextlib.ExitStack() as stack:
+        backends = {reference.name: stack.enter_context(
+            run.registry.open_backend(reference.name, ModelSpec(path=merged_dir)))}
         for entry in files:
             if entry["quant"].lower() in chosen:
-                backends[f"{gguf.name}:{entry['quant']}"] = gguf.factory(
-                    model=ModelSpec(path=str(run.folder.root / entry["path"]), tokenizer=merged_dir),
-                    options=dict(options))
+                backends[f"{gguf.name}:{entry['quant']}"] = stack.enter_context(run.registry.open_backend(
+                    gguf.name, ModelSpec(path=str(run.folder.root / entry["path"]), tokenizer=merged_dir), options))
         seen: dict[str, int] = {}
         label = f"parity ({reference.name} vs GGUF on {gguf.name})"
         with run.ui.task(label, len(backends) * len(problems)) as advance:
@@ -80,12 +81,9 @@ def parity(run: Run) -> dict:
 
             block = check_parity(backends, prompts, problems, run.task, settings, progress=on_progress,
                                  answered=_lora_answers(run, reference.name, prompts, settings))
-        if left_out:
-            block["not_checked"] = left_out
-        return block
-    finally:
-        for backend in backends.values():
-            backend.close()
+    if left_out:
+        block["not_checked"] = left_out
+    return block
 
 
 def _lora_answers(run: Run, engine: str, prompts: list[str],
