@@ -179,8 +179,10 @@ class Task(Protocol):
     def worked_solution(self, problem: Problem, fmt: str) -> str: ...
 
     def transfer_examples(self, strategy: str | None, fmt: str, n: int, seed: int, preset: str,
-                          exclude: list[Problem] = ()) -> list[dict]:
-        """Training pairs ``{"id", "difficulty", "expected", "data", "prompt", "target"}``."""
+                          exclude: list[Problem] = (), draw: str = "balanced") -> list[dict]:
+        """Training pairs ``{"id", "difficulty", "expected", "data", "prompt", "target"}``. ``draw``:
+        ``"balanced"`` (as many of each answer per difficulty, never a problem of ``exclude``) or
+        ``"original"`` (the preset's own generator, as its source experiment drew them)."""
 
 
 @runtime_checkable

@@ -100,6 +100,10 @@ def _failure(pm, impl, exc):
               "far; count: tally without each line's count and peak (the small recipe's).")
 @click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
               help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
+@click.option("--transfer-draw", type=click.Choice(["balanced", "original"]),
+              help="Transfer problems drawn balanced (default: as many YES as NO per difficulty, half of them "
+              "tight, never a test problem) or as the preset's source drew them (seed: the original "
+              "experiment's generator, 90% YES, test problems not excluded).")
 @click.option("--batch-size", type=int, help="LRL batch size (default 10).")
 @click.option("--journal-every", type=int, help="Journal entry every N batches (default 1).")
 @click.option("--distill-every", type=int, help="New strategy every N batches (default 5).")
@@ -116,8 +120,8 @@ def _failure(pm, impl, exc):
 @pass_ctx
 def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
         backend_opt, gguf_backend, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
-        transfer_source, batch_size, journal_every, distill_every, journal_chars, export_quants, parity_quants, prices,
-        cache_only, no_cache, refresh_cache, quiet):
+        transfer_source, transfer_draw, batch_size, journal_every, distill_every, journal_chars, export_quants,
+        parity_quants, prices, cache_only, no_cache, refresh_cache, quiet):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
     learned strategy, LoRA training of the student, export. Offline by default."""
     from lrl_harness.pipeline.config import load_toml, make_config, parse_options
@@ -134,6 +138,7 @@ def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, stud
         "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
         "recipe": recipe, "transfer_format": transfer_format, "transfer_source": transfer_source,
+        "transfer_draw": transfer_draw,
         "batch_size": batch_size,
         "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
         "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])

@@ -38,6 +38,8 @@ class RunConfig:
     transfer_n: int | None = None
     transfer_seed: int = 999
     transfer_source: str = "code"  # "code": built from the solver; "teacher": teacher-written, solver-checked
+    # which problems: None/"balanced": balanced, never a test problem; "original": the preset's own draw
+    transfer_draw: str | None = None
     batch_size: int = 10
     journal_every: int = 1
     distill_every: int = 5
@@ -55,7 +57,7 @@ class RunConfig:
     # Not part of a run's identity: how it runs, not what it computes.
     NON_IDENTITY = ("prices",)
     # Added after runs were recorded: part of a run's identity only when set, so those runs keep theirs.
-    IDENTITY_WHEN_SET = ("gguf_backend", "baseline_max_new_tokens", "export", "parity")
+    IDENTITY_WHEN_SET = ("gguf_backend", "baseline_max_new_tokens", "export", "parity", "transfer_draw")
 
     def identity(self) -> dict:
         data = dataclasses.asdict(self)
@@ -82,6 +84,8 @@ class RunConfig:
             raise ConfigError(f"transfer_format must be a format name, got {self.transfer_format!r}")
         if self.transfer_source not in ("code", "teacher"):
             raise ConfigError(f"transfer_source must be 'code' or 'teacher', got {self.transfer_source!r}")
+        if self.transfer_draw not in (None, "balanced", "original"):
+            raise ConfigError(f"transfer_draw must be 'balanced' or 'original', got {self.transfer_draw!r}")
         for name in ("train_n", "test_n", "transfer_n", "max_new_tokens", "baseline_max_new_tokens"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

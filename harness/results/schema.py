@@ -233,10 +233,13 @@ class Provenance(Model):
 
 
 class Transfer(Model):
-    """The student's training examples: format, source (code or teacher), counts, hash."""
+    """The student's training examples: format, source (code or teacher), which problems (``draw``:
+    balanced, or the preset's original draw) and how many equal a test problem, counts, hash."""
 
     format: str | None = None
     source: str | None = None
+    draw: str | None = None
+    test_overlap: Count | None = None
     examples: Count | None = None
     yes: Count | None = None
     no: Count | None = None

@@ -138,14 +138,24 @@ class MeetingRoomsTask:
         """A worked solution is right when its verdict matches the solver's."""
         return extract_answer(text) == self.solve(problem)
 
+    transfer_draws = ("balanced", "original")
+
     def transfer_examples(self, strategy: str | None, fmt: str, n: int, seed: int, preset: str,
-                          exclude: list[Problem] = ()) -> list[dict]:
-        """Training pairs built by code from the strategy; every label comes from the solver."""
+                          exclude: list[Problem] = (), draw: str = "balanced") -> list[dict]:
+        """Training pairs built by code from the strategy; every label comes from the solver.
+
+        ``draw="balanced"`` (every preset's default): as many YES as NO per difficulty, half of each
+        side tight, never equal to a problem of ``exclude`` (the test split). ``draw="original"``:
+        the preset's own generator; for ``seed`` that is the original experiment's draw, with its
+        88% YES and its repeats of test problems (nothing excluded)."""
         if fmt not in self.transfer_formats:
             raise LrlError(f"unknown transfer format {fmt!r}; available: {', '.join(self.transfer_formats)}")
-        generate = generator.original if preset == "seed" else generator.balanced
-        problems = (generate(n, seed) if preset == "seed"
-                    else generate(n, seed, exclude={self.key(p) for p in exclude}))
+        if draw not in self.transfer_draws:
+            raise LrlError(f"unknown transfer draw {draw!r}; available: {', '.join(self.transfer_draws)}")
+        if draw == "original" and preset == "seed":
+            problems = generator.original(n, seed)
+        else:
+            problems = generator.balanced(n, seed, exclude={self.key(p) for p in exclude})
         examples = []
         for p in problems:
             answer = self.solve(p)

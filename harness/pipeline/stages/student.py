@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lrl_harness.api.contract import GenerationSettings, ModelSpec, Problem, TeacherRequest, sha256_text
-from lrl_harness.evaluation.ask import ask, rendered, student_prompts, usage_of
+from lrl_harness.evaluation.ask import ask, describe, rendered, student_prompts, usage_of
 from lrl_harness.pipeline.stages.run import Run, StageOutput
 from lrl_harness.results.files import atomic_write_text, write_json
 
@@ -134,7 +134,12 @@ def transfer_data(run: Run, prompt_strategy: str | None, test: list[Problem]) ->
     student, cfg = run.student, run.config
     fmt = cfg.transfer_format or student.transfer_format
     n = cfg.transfer_n or student.transfer_examples
-    examples = run.task.transfer_examples(prompt_strategy, fmt, n, cfg.transfer_seed, cfg.preset, exclude=test)
+    draw = cfg.transfer_draw or "balanced"  # "original": the preset's own draw, test problems included
+    examples = run.task.transfer_examples(prompt_strategy, fmt, n, cfg.transfer_seed, cfg.preset, exclude=test,
+                                          draw=draw)
+    seen = {describe(run.task, p) for p in test}
+    overlap = sum(describe(run.task, Problem(e["id"], e["difficulty"], e["data"], e["expected"])) in seen
+                  for e in examples)
     dropped, usage = 0, None
     if cfg.transfer_source == "teacher":
         examples, dropped, usage = _teacher_written(run, examples)
@@ -146,7 +151,8 @@ def transfer_data(run: Run, prompt_strategy: str | None, test: list[Problem]) ->
     extra = {"usage": run.usage_summary(usage, examples)} if usage else {}
     return examples, {
         **extra,
-        "format": fmt, "source": cfg.transfer_source, "examples": len(examples), "yes": yes,
+        "format": fmt, "source": cfg.transfer_source, "draw": draw, "test_overlap": overlap,
+        "examples": len(examples), "yes": yes,
         "no": len(examples) - yes, "dropped_by_solver": dropped, "seed": cfg.transfer_seed,
         "strategy_in_prompt": prompt_strategy is not None, "sha256": sha256_text(text),
         "note": ("targets written by code from the task's reference procedure; labels from the solver"
