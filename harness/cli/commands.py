@@ -181,8 +181,8 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     from lrl_harness.pipeline.rundir import RunDir
     from lrl_harness.reporting.report import benchmark_tables, print_tables
     from lrl_harness.results import machine
-    from lrl_harness.results.files import check_writable, write_json
-    from lrl_harness.results.io import read_results
+    from lrl_harness.results.files import check_writable
+    from lrl_harness.results.io import read_results, write_results
     from lrl_harness.util.progress import UI
 
     levels = parse_levels(concurrency, request_rate)  # every bad value fails here, before anything is loaded
@@ -233,7 +233,7 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     if run_dir:
         bench["run"] = str(run_dir)
     results["benchmarks"] = bench
-    write_json(out_file, results)
+    write_results(out_file, results)  # checked against the schema as it is written
     print_tables(benchmark_tables(results))
     click.echo(f"wrote {out_file}")
 

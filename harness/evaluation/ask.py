@@ -3,7 +3,7 @@
 The steps, each in one place: render a problem into the prompt a model sees (:func:`student_prompts`,
 through a chat template when the student has one), generate through any backend (:func:`generate`,
 :func:`ask` for a list of problems in batches), grade the text with the task and keep the timings
-(:func:`make_record`). Every per-problem record in a results file is a :class:`Record`: a fresh answer
+(:func:`make_record`). Every per-problem record in a results file is made by :func:`record`: a fresh answer
 (run stages, teacher answers, benchmarks, parity, the pytest fixtures) or a stored one graded again
 (``lrl rescore``, :func:`regrade`).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lrl_harness.api.contract import Completion, GenerationSettings, Problem, sha256_text
 
@@ -45,61 +45,47 @@ def student_prompts(task, problems: Sequence[Problem], strategy: str | None = No
 # --- the record -------------------------------------------------------------------------------
 
 
-@dataclass
-class Record:
-    """One problem's graded answer; ``to_dict`` is the form a results file and a checkpoint keep.
+def record(problem: Problem, description: str, expected: str | None, answer: str | None, response: str | None, *,
+           finish_reason: str | None = None, truncated: bool = False, prompt_sha256: str | None = None,
+           prompt_tokens: int | None = None, completion_tokens: int | None = None, latency_s: float | None = None,
+           ttft_s: float | None = None, cached: bool = False, usage: dict | None = None, error: str | None = None,
+           extra: dict | None = None) -> dict:
+    """One problem's graded answer, in the form a results file and a checkpoint keep, checked against the
+    declared :class:`~lrl_harness.results.records.Record` as it is made (a writer's mistake fails here,
+    not at the next ``lrl report``).
 
-    The generation fields (prompt hash, tokens, timings, finish reason) are None for a stored
-    answer that did not record them; ``cached``, ``usage`` and ``error`` are written only when set,
-    ``extra`` last."""
+    The generation fields (prompt hash, tokens, timings, finish reason) are None for a stored answer
+    that did not record them; ``cached``, ``usage`` and ``error`` are written only when set, ``extra``
+    last. ``answer`` None means unparsed, which counts as wrong."""
+    from lrl_harness.results.records import Record
 
-    problem: Problem
-    description: str
-    expected: str | None
-    answer: str | None
-    response: str | None
-    finish_reason: str | None = None
-    truncated: bool = False
-    prompt_sha256: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_s: float | None = None
-    ttft_s: float | None = None
-    cached: bool = False
-    usage: dict | None = None
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def correct(self) -> bool:
-        return self.answer == self.expected
-
-    def to_dict(self) -> dict:
-        record = {
-            "problem_id": self.problem.id,
-            "difficulty": self.problem.difficulty,
-            "problem": self.description,
-            **{k: v for k, v in self.problem.data.items() if k != "id"},
-            "expected": self.expected,
-            "answer": self.answer,
-            "correct": self.correct,
-            "response": self.response,
-            "finish_reason": self.finish_reason,
-            # the generation hit its token limit: the verdict may have been cut off (not the same as unparsed)
-            "truncated": self.truncated,
-            "prompt_sha256": self.prompt_sha256,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": _round(self.latency_s),
-            "ttft_s": _round(self.ttft_s),
-        }
-        if self.cached:
-            record["cached"] = True
-        if self.usage is not None:
-            record["usage"] = self.usage
-        if self.error is not None:
-            record["error"] = self.error
-        return {**record, **self.extra}
+    made = {
+        "problem_id": problem.id,
+        "difficulty": problem.difficulty,
+        "problem": description,
+        **{k: v for k, v in problem.data.items() if k != "id"},
+        "expected": expected,
+        "answer": answer,
+        "correct": answer == expected,
+        "response": response,
+        "finish_reason": finish_reason,
+        # the generation hit its token limit: the verdict may have been cut off (not the same as unparsed)
+        "truncated": truncated,
+        "prompt_sha256": prompt_sha256,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "latency_s": _round(latency_s),
+        "ttft_s": _round(ttft_s),
+    }
+    if cached:
+        made["cached"] = True
+    if usage is not None:
+        made["usage"] = usage
+    if error is not None:
+        made["error"] = error
+    made.update(extra or {})
+    Record.model_validate(made)
+    return made
 
 
 def describe(task, problem: Problem) -> str:
@@ -125,12 +111,9 @@ def make_record(task, problem: Problem, prompt: str, completion: Completion, lat
     ``latency_s`` defaults to the backend's own figure (a benchmark passes the wall time it
     measured). A request that failed passes its ``error``: it has no answer and is not correct."""
     meta = completion.meta or {}
-    return Record(
-        problem=problem,
-        description=describe(task, problem),
-        expected=problem.expected,
-        answer=None if error is not None else task.extract_answer(completion.text),
-        response=completion.text,
+    return record(
+        problem, describe(task, problem), problem.expected,
+        None if error is not None else task.extract_answer(completion.text), completion.text,
         finish_reason=meta.get("finish_reason"),
         truncated=meta.get("finish_reason") == "length",
         prompt_sha256=sha256_text(prompt),
@@ -141,8 +124,8 @@ def make_record(task, problem: Problem, prompt: str, completion: Completion, lat
         cached=completion.cached,
         usage=usage_of(completion) if meta else None,
         error=error,
-        extra=dict(extra or {}),
-    ).to_dict()
+        extra=extra,
+    )
 
 
 def make_records(task, problems: Sequence[Problem], prompts: Sequence[str],
@@ -159,16 +142,8 @@ def regrade(task, problem: Problem, stored: dict, answer: str | None, expected: 
             truncated: bool, extra: dict | None = None) -> dict:
     """The record of a stored answer graded again: ``answer`` and ``expected`` are the new ones, the
     generation fields are the stored record's (None where it has none), ``extra`` holds the evidence."""
-    return Record(
-        problem=problem,
-        description=describe(task, problem),
-        expected=expected,
-        answer=answer,
-        response=stored.get("response"),
-        truncated=truncated,
-        **{name: stored.get(name) for name in GENERATION_FIELDS},
-        extra=dict(extra or {}),
-    ).to_dict()
+    return record(problem, describe(task, problem), expected, answer, stored.get("response"), truncated=truncated,
+                  **{name: stored.get(name) for name in GENERATION_FIELDS}, extra=extra)
 
 
 # --- generating -------------------------------------------------------------------------------
