@@ -3,6 +3,7 @@ the adapter merged into the student, the trained student on the test split)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -60,7 +61,6 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
     adapter at every step).
     Returns (records, seconds, who answered)."""
     student, cfg = run.student, run.config
-    reg = run.registry.get("backend", cfg.backend)
     spec = ModelSpec(path=str(merged_dir or student.path), name=student.name)
     checkpoint = run.folder.checkpoint(stage)
     done = checkpoint.load()
@@ -68,9 +68,9 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
     budget = run.generation_budget() if merged_dir is not None else run.baseline_budget()
     settings = GenerationSettings(max_new_tokens=budget)
     started = time.perf_counter() - sum(float(e.get("elapsed_s") or 0.0) for e in done)
-    with run.status(f"loading {student.name} on {cfg.backend}"):
-        backend = reg.factory(model=spec, options=dict(cfg.backend_options))
-    try:
+    with contextlib.ExitStack() as stack:
+        with run.status(f"loading {student.name} on {cfg.backend}"):
+            backend = stack.enter_context(run.registry.open_backend(cfg.backend, spec, cfg.backend_options))
         info = {"student": student.name, "path": student.path, "backend": cfg.backend,
                 "backend_info": backend.info(), "adapter": str(run.folder.adapter) if merged_dir else None,
                 "strategy_in_prompt": strategy is not None, "is_language_model": True}
@@ -92,8 +92,6 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
                 records.extend(call.records)
                 advance(0, completed=len(records), note=f"{sum(r['correct'] for r in records)}/{len(records)} correct")
                 batch_started = time.perf_counter()
-    finally:
-        backend.close()
     info["settings"] = settings.to_dict()
     return records, time.perf_counter() - started, info
 
