@@ -21,24 +21,10 @@ from lrl_harness.util.progress import ProgressFn, silent
 """Target options that describe the model (ModelSpec fields); every other option goes to the backend."""
 
 
-
-
 # --- targets ----------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
 # --- measuring ----------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def measure(registry, task, problems, prompts, target: Target, settings: GenerationSettings, plan: dict,
@@ -53,10 +39,6 @@ def measure(registry, task, problems, prompts, target: Target, settings: Generat
                                plan["repeats"], progress)
     entry["threads"] = n_threads or entry["info"].get("threads") or entry["info"].get("n_threads")
     return entry
-
-
-
-
 
 
 def measure_target(registry, task, problems: Sequence[Problem], prompts: Sequence[str], target: Target,

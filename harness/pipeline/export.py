@@ -212,8 +212,6 @@ def quantize_gguf(source: Path, target: Path, quant: str, threads: int = 0) -> P
     return target
 
 
-
-
 def _file_record(path: Path, out_dir: Path, quant: str, kind: str) -> dict:
     return {"path": path.relative_to(out_dir).as_posix(), "sha256": sha256_file(path),
             "bytes": path.stat().st_size, "quant": quant, "kind": kind}

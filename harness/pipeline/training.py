@@ -28,8 +28,6 @@ from lrl_harness.pipeline.recipes import cpu_bfloat16, lora_placement, resolve_s
 ADAPTER_PREFIX = "adapter_"
 
 
-
-
 def _import_stack():
     torch = import_torch()
     try:

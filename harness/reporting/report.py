@@ -42,8 +42,6 @@ EXPLANATION = (
 # --- what the tables hold ---------------------------------------------------------------------
 
 
-
-
 def describe_who(who: Who | dict | str | None) -> str:
     """A short name for what produced a stage: ``tiny on transformers``, ``claude (claude-3-5-haiku)``."""
     if not who:
@@ -154,12 +152,6 @@ LOAD_COLUMNS = ("backend", "level", "accuracy", "vs ref. (p)", "e2e p50 ms", "e2
                 "peak in flight", "goodput")
 
 
-
-
-
-
-
-
 def load_data(results: Results | dict) -> TableData:
     """One row per target and load level: accuracy (and its paired difference from the reference level),
     latency distributions, throughput, errors, retries, measured peak in flight and goodput."""
@@ -189,8 +181,6 @@ def ratio_data(results: Results | dict) -> TableData:
 
 def _interval(bounds) -> str:
     return "-" if not bounds else f"{bounds[0]:.2f}-{bounds[1]:.2f}x"
-
-
 
 
 def _ms(seconds) -> str:

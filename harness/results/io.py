@@ -26,17 +26,6 @@ if TYPE_CHECKING:
     from lrl_harness.results.schema import Results
 
 
-
-
-
-
-
-
-
-
-
-
-
 def new_results(**fields) -> dict:
     """A new results file in the current schema version, with no stages yet."""
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **fields, "stages": {}}
