@@ -37,8 +37,14 @@ def register_students(register):
 
 @hookspec
 def register_backends(register):
-    """Register inference backends: ``register(name, factory)``; ``factory(model=ModelSpec, options=...)``
-    returns a Backend. Import heavy dependencies inside the factory, not at module level."""
+    """Register inference backends: ``register(name, factory, **capabilities)``; ``factory(model=ModelSpec,
+    options=...)`` returns a Backend. Import heavy dependencies inside the factory, not at module level.
+
+    A backend's capabilities are declared here, once, and the core reads them from the registration:
+    ``runs`` (the kinds of model it loads: ``"hf"``, ``"gguf"``, ``"server"``), ``threads`` (the option
+    that sets its CPU threads, or ``"torch"``), ``batches`` (the option that sets how many prompts it
+    decodes together), ``concurrent=True`` (it has ``agenerate`` and ``run``: several requests at once),
+    ``options`` (``{name: Option}``, checked before anything loads) and ``description``."""
 
 
 @hookspec
