@@ -33,7 +33,7 @@ _PUBLIC = {
     **dict.fromkeys(("Option", "check_options", "parse_flag"), "api.options"),
     # errors: each becomes one line on stderr and exit 2 (LrlError) in the CLI
     **dict.fromkeys(("LrlError", "ConfigError", "BackendUnavailableError", "InvalidProblemError", "TeacherError",
-                     "ServerError", "GGUFError"), "api.errors"),
+                     "ServerError", "GGUFError", "UnknownPluginError"), "api.errors"),
     # finding plugins (also what a plugin's own tests use)
     **dict.fromkeys(("Registry", "make_plugin_manager"), "api.registry"),
     # helpers the built-in backends, students and teachers share
