@@ -258,11 +258,13 @@ def plugins_command(obj: Context, as_json):
 
 
 @click.command("schema")
-def schema_command():
+@click.option("--comparison", is_flag=True, help="The schema of `lrl compare --format json` instead.")
+def schema_command(comparison):
     """Print the JSON Schema of a results file (schema version 2; version-1 files are read too)."""
-    from lrl_harness.results.schema import Results
+    from lrl_harness.results.schema import Comparison, Results
 
-    click.echo(json.dumps(Results.model_json_schema(by_alias=True), indent=2))
+    model = Comparison if comparison else Results
+    click.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
 # --- entry point ------------------------------------------------------------------------------

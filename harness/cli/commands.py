@@ -20,7 +20,8 @@ from lrl_harness.pipeline.export import ADAPTER_MODES, DEFAULT_QUANTS, QUANT_FTY
 
 @hookimpl
 def register_commands(cli):
-    for command in (export_command, parity_command, bench_command, check_command, report_command, cache_command):
+    for command in (export_command, parity_command, bench_command, check_command, report_command, compare_command,
+                    cache_command):
         cli.add_command(command)
 
 
@@ -319,6 +320,59 @@ def report_command(results_file, out_dir):
     click.echo(EXPLANATION)
     for name, path in write_report(results, out_dir).items():
         click.echo(f"wrote {name}: {path}")
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+@click.command("compare")
+@click.argument("blocks", nargs=-1, required=True, metavar="FILE[:STAGE|TARGET] FILE[:STAGE|TARGET] ...")
+@click.option("--label", "labels", multiple=True, help="A name for each block, in order (default: FILE:NAME).")
+@click.option("--task", "task_name", help="Task (default: the one the files name, else meeting-rooms).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table",
+              show_default=True, help="Output: terminal tables, Markdown, CSV (one row per pair) or JSON.")
+@click.option("--explain", is_flag=True, help="List every discordant problem: ids, both answers, the deciding text.")
+@click.option("--resamples", type=int, default=10_000, show_default=True, help="Paired bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paired bootstrap.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the comparison as JSON here (`lrl schema --comparison` describes it).")
+@click.pass_context
+def compare_command(ctx, blocks, labels, task_name, fmt, explain, resamples, seed, out_file):
+    """Compare two or more systems problem by problem: each block is a stage or bench target
+    (``bench/LABEL``) of a results file, ours or the original experiment's published file, re-graded
+    on read. Problems are paired by content; for each pair of blocks: accuracy, balanced accuracy,
+    majority baseline, unparsed, 95% intervals, the differences with a paired bootstrap interval and
+    the exact two-sided McNemar p."""
+    from lrl_harness.reporting.compare import (
+        compare_files,
+        comparison_csv,
+        comparison_json,
+        comparison_markdown,
+        comparison_tables,
+        explain_lines,
+        pairing_lines,
+    )
+    from lrl_harness.reporting.tables import print_tables
+    from lrl_harness.results.files import atomic_write_text, check_writable
+
+    if out_file is not None:
+        check_writable(out_file)
+    registry = _registry(ctx)
+    comparison = compare_files(list(blocks), lambda name: registry.get("task", name).factory(), list(labels),
+                               task_name, resamples=resamples, seed=seed)
+    if fmt == "json":
+        click.echo(comparison_json(comparison))
+    elif fmt == "csv":
+        click.echo(comparison_csv(comparison), nl=False)
+    elif fmt == "markdown":
+        click.echo(comparison_markdown(comparison, explain=explain))
+    else:
+        print_tables(comparison_tables(comparison))
+        for line in pairing_lines(comparison) + (explain_lines(comparison) if explain else []):
+            click.echo(line)
+    if out_file is not None:
+        atomic_write_text(out_file, comparison_json(comparison) + "\n")
+        click.echo(f"wrote {out_file}", err=True)
 
 
 # --- cache ------------------------------------------------------------------------------------

@@ -104,24 +104,8 @@ def rescore(path: Path, task) -> dict:
         if not isinstance(stage, dict) or not isinstance(stage.get("results"), list):
             raise ResultsFileError(f"{path}: corrupt results file: stage {name!r} has no results list")
         by_id = by_split.get("train" if name in _TRAIN_STAGES else "test", {})
-        records = []
-        label_mismatches = 0
-        for i, r in enumerate(stage["results"]):
-            if not isinstance(r, dict):
-                raise ResultsFileError(f"{path}: corrupt results file: stage {name!r} result {i} is not an object")
-            problem = _problem_for(task, r, by_id)
-            expected = task.solve(problem)
-            if r.get("expected") not in (None, expected):
-                label_mismatches += 1
-            verdict = task.extract_verdict(r.get("response"))
-            truncated = (r.get("finish_reason") == "length" or r.get("truncated") is True
-                         or (original is not None and "problem" not in r and looks_truncated(r.get("response"))))
-            difficulty = problem.difficulty if problem.difficulty != "UNKNOWN" else _difficulty_of(r)
-            records.append(regrade(
-                task, replace(problem, id=r.get("problem_id", problem.id), difficulty=difficulty), r,
-                verdict.answer, expected, truncated=truncated,
-                extra={"rule": verdict.rule, "span": list(verdict.span) if verdict.span else None,
-                       "recorded_answer": r.get("answer"), "recorded_correct": r.get("correct")}))
+        records, label_mismatches = regrade_records(task, stage["results"], by_id, original is not None,
+                                                    where=f"{path}: corrupt results file: stage {name!r}")
         block = score_stage(records)
         block = {"stage": name, "label": STAGE_LABELS.get(name, stage.get("stage", name)), **block}
         block["truncated"] = sum(1 for r in records if r["truncated"])
@@ -131,6 +115,33 @@ def rescore(path: Path, task) -> dict:
         block["results"] = records
         out["stages"][name] = block
     return out
+
+
+def regrade_records(task, results: list, by_id: dict | None = None, original: bool = False,
+                    where: str = "results") -> tuple[list[dict], int]:
+    """Re-grade a list of recorded answers with the task's extractor and solver: each becomes the
+    evaluator's record plus the extractor's evidence (``rule``, ``span``) and the recorded answer and
+    grade. ``by_id``: problems for records that carry only an id; ``original``: the records come from
+    the original experiment's file (its student answers cut at 10 tokens count as truncated).
+    Returns (records, how many recorded expected answers the solver contradicts)."""
+    records, label_mismatches = [], 0
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise ResultsFileError(f"{where} result {i} is not an object")
+        problem = _problem_for(task, r, by_id or {})
+        expected = task.solve(problem)
+        if r.get("expected") not in (None, expected):
+            label_mismatches += 1
+        verdict = task.extract_verdict(r.get("response"))
+        truncated = (r.get("finish_reason") == "length" or r.get("truncated") is True
+                     or (original and "problem" not in r and looks_truncated(r.get("response"))))
+        difficulty = problem.difficulty if problem.difficulty != "UNKNOWN" else _difficulty_of(r)
+        records.append(regrade(
+            task, replace(problem, id=r.get("problem_id", problem.id), difficulty=difficulty), r,
+            verdict.answer, expected, truncated=truncated,
+            extra={"rule": verdict.rule, "span": list(verdict.span) if verdict.span else None,
+                   "recorded_answer": r.get("answer"), "recorded_correct": r.get("correct")}))
+    return records, label_mismatches
 
 
 def changed(rescored: dict):

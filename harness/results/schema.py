@@ -24,6 +24,7 @@ from lrl_harness.results.records import (
     LossCurve,
     Model,
     Number,
+    ProblemId,
     Rate,
     Record,
     Recorded,
@@ -38,7 +39,8 @@ from pydantic_core import PydanticCustomError
 __all__ = ["Results", "Benchmarks", "BenchEntry", "LevelBlock", "Load", "Latency", "Throughput", "Memory",
            "Paired", "Ratio", "Machine", "Provenance", "Transfer", "Training", "Cost", "Export", "Parity",
            "ParityEntry", "OriginalStage", "AnyRecord", "Record", "Recorded", "ScoreBlock", "StageBlock",
-           "Identity", "Usage", "Who"]
+           "Identity", "Usage", "Who", "Comparison", "ComparedBlock", "ComparedPair", "ComparedSide",
+           "Difference", "Discordant", "COMPARISON_SCHEMA"]
 
 
 # --- benchmarks -------------------------------------------------------------------------------
@@ -346,3 +348,109 @@ class OriginalStage(Model):
     correct: Number | None = None
     accuracy: Number | None = None
     results: list[AnyRecord]
+
+
+# --- lrl compare --------------------------------------------------------------------------------
+
+COMPARISON_SCHEMA = "lrl-harness/comparison"
+
+
+class ComparedBlock(Model):
+    """One compared block: a stage or a bench target of a file, re-graded on read, with its figures
+    over all its problems and where it was measured."""
+
+    label: str
+    file: str
+    name: str
+    kind: Literal["stage", "target"]
+    source: str | None = Field(None, description="'lrl-harness' or 'original experiment'")
+    task: str | None = None
+    preset: str | None = None
+    split: str | None = None
+    who: str | None = None
+    total: Count
+    correct: Count
+    unparsed: Count
+    truncated: Count | None = None
+    accuracy: Rate
+    balanced_accuracy: Rate
+    majority_baseline: Rate
+    majority_label: str | None = None
+    ci95: Interval
+    recorded_accuracy: Number | None = None
+    grade_changes: dict[str, Count] | None = None
+    machine: dict[str, Any] | None = None
+
+
+class ComparedSide(Model):
+    """One side of a pair, on the paired problems only: accuracy with its Wilson 95% interval,
+    balanced accuracy with its paired-bootstrap 95% interval."""
+
+    block: str
+    correct: Count
+    unparsed: Count
+    truncated: Count | None = None
+    accuracy: Rate
+    ci95: Interval
+    balanced_accuracy: Rate
+    balanced_ci95: Interval
+    majority_baseline: Rate
+    majority_label: str | None = None
+
+
+class Difference(Model):
+    """A minus B, and its 95% interval (paired bootstrap over problems, percentile)."""
+
+    estimate: Number
+    ci95: Interval
+
+
+class Discordant(Model):
+    """A paired problem that exactly one side got right: both answers and the text that decided each."""
+
+    id_a: ProblemId
+    id_b: ProblemId
+    problem: str | None = None
+    expected: str | None = None
+    answer_a: str | None = None
+    answer_b: str | None = None
+    evidence_a: str | None = None
+    evidence_b: str | None = None
+    right: Literal["a", "b"]
+
+
+class ComparedPair(Model):
+    """Two blocks on the problems they share (paired by the task's description of a problem, its
+    content; a problem asked twice pairs occurrence by occurrence)."""
+
+    a: str
+    b: str
+    paired: Count
+    only_in_a: Count
+    only_in_b: Count
+    side_a: ComparedSide
+    side_b: ComparedSide
+    accuracy_difference: Difference
+    balanced_accuracy_difference: Difference
+    both_correct: Count
+    only_a_correct: Count
+    only_b_correct: Count
+    neither_correct: Count
+    answers_agree: Count
+    mcnemar_p: Number = Field(description="exact two-sided McNemar p over the discordant pairs")
+    discordant: list[Discordant] = []
+
+
+class Comparison(Model):
+    """``lrl compare --format json``: the blocks, then every pair of them."""
+
+    schema_id: Literal[COMPARISON_SCHEMA] = Field(COMPARISON_SCHEMA, alias="schema")
+    schema_version: Literal[1] = 1
+    task: str | None = None
+    grading: str | None = None
+    interval: str | None = None
+    resamples: Count | None = None
+    seed: int | None = None
+    blocks: list[ComparedBlock]
+    pairs: list[ComparedPair]
+    notes: list[str] = []
