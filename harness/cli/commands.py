@@ -304,22 +304,54 @@ def check_command(results_file, baseline_file, tolerance, alpha, latency_ratio, 
 
 
 @click.command("report")
-@click.argument("results_file", metavar="RESULTS", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results_files", metavar="RESULTS...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.md, report.html and the PNG plots.")
-def report_command(results_file, out_dir):
-    """Write a Markdown and HTML report with plots of RESULTS, and print its tables."""
+@click.option("--label", "labels", multiple=True,
+              help="With several files: a name for each, in order (default: its run and machine).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table",
+              show_default=True, help="How the tables are printed (the report files are written either way).")
+def report_command(results_files, out_dir, labels, fmt):
+    """Write a Markdown and HTML report with plots of RESULTS, and print its tables. With several
+    files (machines, recipes, backends): one report, a row per file for every stage and bench target
+    with the machine it ran on, plots with every file's targets, paired tests where the files
+    answered the same problems, and a note where their comparability keys differ."""
     from lrl_harness.reporting.report import EXPLANATION, all_tables, write_report
-    from lrl_harness.reporting.tables import print_tables
+    from lrl_harness.reporting.tables import print_tables, tables_csv, tables_json, tables_markdown
     from lrl_harness.results.files import check_writable
     from lrl_harness.results.io import load_results
 
-    results = load_results(results_file)
+    if len(results_files) == 1 and labels:
+        raise LrlError("--label names the files of a report of several files")
+    if len(results_files) == 1:
+        results = load_results(results_files[0])
+        tables, notes = all_tables(results), []
+    else:
+        from lrl_harness.reporting.multi import load_sources, multi_tables
+
+        sources = load_sources(list(results_files), list(labels))
+        tables, notes = multi_tables(sources)
     check_writable(out_dir, folder=True)
-    print_tables(all_tables(results))
-    click.echo(EXPLANATION)
-    for name, path in write_report(results, out_dir).items():
-        click.echo(f"wrote {name}: {path}")
+    if fmt == "markdown":
+        click.echo(tables_markdown(tables))
+    elif fmt == "csv":
+        click.echo(tables_csv(tables), nl=False)
+    elif fmt == "json":
+        click.echo(tables_json(tables))
+    else:
+        print_tables(tables)
+        click.echo(EXPLANATION)
+        for note in notes:
+            click.echo(f"note: {note}")
+    if len(results_files) == 1:
+        written = write_report(results, out_dir)
+    else:
+        from lrl_harness.reporting.multi import write_multi_report
+
+        written = write_multi_report(sources, out_dir)
+    for name, path in written.items():
+        click.echo(f"wrote {name}: {path}", err=fmt != "table")
 
 
 # --- compare ----------------------------------------------------------------------------------

@@ -255,26 +255,35 @@ def write_report(results: Results | dict, out_dir: Path) -> dict[str, Path]:
     results = as_results(results)
     out_dir = Path(out_dir)
     plots = write_plots(results, out_dir)
-    tables = all_tables(results)
-    generated = datetime.now(UTC).isoformat(timespec="seconds")
-    facts = _facts(results)
+    return write_documents(out_dir, _facts(results), plots, all_tables(results), title=results.task or "")
 
+
+NOTE_STYLE = "p.note { background: #fff4d6; border-left: 4px solid #e0a040; padding: 0.4em 0.8em; }\n"
+
+
+def write_documents(out_dir: Path, facts: list[tuple[str, str]], plots: dict[str, Path], tables: list[TableData],
+                    title: str = "", notes: list[str] = ()) -> dict[str, Path]:
+    """``report.md`` and ``report.html``: the facts, the explanation, ``notes`` (shown before the plots),
+    the plots and the tables; returns every path by name (the plots' too)."""
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
     md = ["# lrl-harness report", ""]
     md += [f"- **{k}**: {v}" for k, v in facts]
     md += [f"- **report generated**: {generated}", "", EXPLANATION, ""]
+    md += [f"> **Note**: {note}\n" for note in notes]
     md += [f"![{name}]({path.name})\n" for name, path in plots.items()]
     md += [t.markdown() for t in tables]
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     atomic_write_text(paths["markdown"], "\n".join(md))
 
     fact_items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in facts)
+    note_items = "".join(f'<p class="note"><b>Note</b>: {html.escape(n)}</p>\n' for n in notes)
     images = "".join(f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(n)}" /></figure>\n'
                      for n, p in plots.items())
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>lrl-harness report: {html.escape(results.task or "")}</title>
+<title>lrl-harness report: {html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }}
@@ -283,13 +292,13 @@ th.t, td.t {{ text-align: left; }}
 th {{ background: #f0f0f0; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }}
 img {{ max-width: 100%; }}
-</style>
+{NOTE_STYLE if notes else ""}</style>
 </head>
 <body>
 <h1>lrl-harness report</h1>
 <ul>{fact_items}<li><b>report generated</b>: {generated}</li></ul>
 <p>{html.escape(EXPLANATION)}</p>
-{images}
+{note_items}{images}
 {"".join(t.html() for t in tables)}
 </body>
 </html>

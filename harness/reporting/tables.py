@@ -54,6 +54,35 @@ class TableData:
                 f"<tbody>\n{body}</tbody>\n</table>\n")
 
 
+def tables_csv(tables: list[TableData]) -> str:
+    """The tables as CSV: one section per table (a ``# title`` line, the header, the rows), a blank
+    line between sections."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    for i, table in enumerate(tables):
+        if i:
+            out.write("\n")
+        out.write(f"# {table.title}\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+    return out.getvalue()
+
+
+def tables_json(tables: list[TableData]) -> str:
+    """The tables as JSON: ``[{"title", "columns", "rows": [{column: cell}]}]``."""
+    import json
+
+    return json.dumps([{"title": t.title, "columns": list(t.columns),
+                        "rows": [dict(zip(t.columns, row, strict=True)) for row in t.rows]} for t in tables], indent=2)
+
+
+def tables_markdown(tables: list[TableData]) -> str:
+    return "\n".join(t.markdown() for t in tables)
+
+
 def print_tables(tables, console=None) -> None:
     """Print rich tables (or TableData) without cutting figures short: where the output is not a
     terminal (a CI log, a pipe), a table wider than the console gets the width it needs."""
