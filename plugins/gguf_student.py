@@ -21,6 +21,7 @@ from pathlib import Path
 from lrl_harness import (
     BackendUnavailableError,
     ConfigError,
+    GGUFError,
     Option,
     StudentModel,
     check_options,
@@ -165,8 +166,25 @@ def gguf_student(task, options: dict, cache_dir: Path) -> StudentModel:
     path = options.pop("path", None)
     if not path or not path.strip():
         raise ConfigError("the gguf student needs the option path: a .gguf file")
-    folder, source = convert_gguf(Path(path).expanduser(), Path(cache_dir))
-    return _as_hf(task, folder, source, options, name="gguf")
+    gguf = Path(path).expanduser()
+    folder, source = convert_gguf(gguf, Path(cache_dir))
+    return _as_hf(task, folder, source, options, name=model_name(gguf))
+
+
+NAME_CHARS = 80
+
+
+def model_name(gguf: Path) -> str:
+    """How a GGUF student is shown in tables and in the results' ``who``: the model's own name (the
+    file's ``general.name``, on one line), else the file name without ``.gguf``."""
+    try:
+        name = read_gguf_header(gguf)["metadata"].get("general.name")
+    except (OSError, ValueError, GGUFError):
+        name = None
+    name = " ".join(name.split()) if isinstance(name, str) else ""
+    if len(name) > NAME_CHARS:
+        name = name[:NAME_CHARS - 3].rstrip() + "..."
+    return name or Path(gguf).stem
 
 
 def smollm2_student(task, options: dict, cache_dir: Path) -> StudentModel:

@@ -12,6 +12,7 @@ import pytest
 from lrl_harness.cli.app import main
 
 RUN = ["run", "--quiet", "@small-student", "--test-n", "20", "--train-n", "20"]
+TEACHER_ONLY = ["run", "--quiet", "--stages", "teacher_baseline"]
 
 # (id, arguments, a fragment of the one line). {ws}: the test's folder, {ro}: an unwritable
 # folder, {run}: the small run, {f:NAME}: a file of the workspace (made by ``make_files``),
@@ -39,6 +40,27 @@ CASES = [
      "transfer_n must be a positive integer, got -3"),
     ("run-transfer-n-0", [*RUN, "--out", "{ws}/o", "--transfer-n", "0"], "transfer_n must be a positive"),
     ("run-seed-neg", [*RUN, "--out", "{ws}/o", "--seed", "-1"], "seed must be a non-negative integer"),
+    ("run-seed-huge", [*RUN, "--out", "{ws}/o", "--seed", "99999999999999999999999"],
+     "seed must be at most 4294967295 (the largest seed numpy takes), got 99999999999999999999999"),
+    # lrl run: a split larger than the preset can draw (it never finishes), whichever stages run
+    ("run-test-n-huge", [*TEACHER_ONLY, "--out", "{ws}/o", "--test-n", "99999999999999999999999"],
+     "test_n must be at most 270357255 (the problems preset balanced of task meeting-rooms can draw), "
+     "got 99999999999999999999999"),
+    ("run-train-n-huge", [*TEACHER_ONLY, "--out", "{ws}/o", "--train-n", "270357256"],
+     "train_n must be at most 270357255 (the problems preset balanced"),
+    ("run-transfer-n-huge", [*TEACHER_ONLY, "--out", "{ws}/o", "--transfer-n", "99999999999999999999999"],
+     "transfer_n must be at most 270357255 (the problems preset balanced"),
+    ("run-test-n-huge-seed", [*TEACHER_ONLY, "--out", "{ws}/o", "--preset", "seed", "--test-n", "10000000000"],
+     "test_n must be at most 270153513 (the problems preset seed of task meeting-rooms can draw)"),
+    ("run-config-test-n-huge", [*TEACHER_ONLY, "--out", "{ws}/o", "--config", "{f:bigsplit.toml}"],
+     "test_n must be at most 270357255"),
+    ("run-config-transfer-n-huge", [*TEACHER_ONLY, "--out", "{ws}/o", "--config", "{f:bigtransfer.toml}"],
+     "transfer_n must be at most 270357255"),
+    # a test split that holds every EASY problem answered NO leaves the balanced transfer data 5 at most
+    ("run-transfer-n-after-test", ["run", "--quiet", "@small-student", "--out", "{ws}/o", "--stages", "lora",
+                                   "--test-n", "6000", "--transfer-n", "6000"],
+     "transfer_n must be at most 5 (the problems preset balanced of task meeting-rooms can draw apart from "
+     "the test split's 6000), got 6000"),
     ("run-seed-text", [*RUN, "--out", "{ws}/o", "--seed", "abc"], "'abc' is not a valid integer"),
     ("run-train-n-text", [*RUN, "--out", "{ws}/o", "--train-n", "ten"], "'ten' is not a valid integer"),
     ("run-format", [*RUN, "--out", "{ws}/o", "--transfer-format", "bogus"], "'bogus' is not one of"),
@@ -104,6 +126,24 @@ CASES = [
     ("run-llamacpp-unknown", [*RUN, "--out", "{ws}/o", "--backend", "llamacpp", "--backend-opt", "threads=2"],
      "unknown llamacpp option 'threads'"),
     ("run-lora-r", [*RUN, "--out", "{ws}/o", "--lora-opt", "r=0"], "r must be a positive integer"),
+    # every option given is checked, whichever stages run (and no model is loaded for it)
+    ("run-backend-opt-teacher-only", [*TEACHER_ONLY, "--test-n", "5", "--out", "{ws}/o", "--backend-opt",
+                                      "batch_size=-4"],
+     "backend transformers: option batch_size must be a positive integer, got -4"),
+    ("run-backend-opt-unknown-teacher-only", [*TEACHER_ONLY, "--out", "{ws}/o", "--backend-opt", "bogus=1"],
+     "unknown transformers option 'bogus'"),
+    ("run-backend-teacher-only", [*TEACHER_ONLY, "--out", "{ws}/o", "--backend", "nosuch"],
+     "unknown backend 'nosuch'"),
+    ("run-gguf-backend-unknown", [*TEACHER_ONLY, "--out", "{ws}/o", "--gguf-backend", "nosuch"],
+     "unknown backend 'nosuch'"),
+    ("run-gguf-backend-not-gguf", [*TEACHER_ONLY, "--out", "{ws}/o", "--gguf-backend", "transformers"],
+     "backend 'transformers' does not load gguf models"),
+    ("run-lora-r-teacher-only", [*TEACHER_ONLY, "--out", "{ws}/o", "--lora-opt", "r=0"],
+     "r must be a positive integer"),
+    ("run-lora-r-baseline-only", [*RUN, "--out", "{ws}/o", "--stages", "student_baseline", "--lora-opt", "r=0"],
+     "r must be a positive integer"),
+    ("run-student-opt-teacher-only", [*TEACHER_ONLY, "--out", "{ws}/o", "--student", "hf", "--student-opt",
+                                      "recipe=bogus"], "the hf student: unknown recipe 'bogus'"),
     ("run-lora-unknown", [*RUN, "--out", "{ws}/o", "--lora-opt", "bogus=1"], "unknown LoRA setting 'bogus'"),
     ("run-lora-schedule", [*RUN, "--out", "{ws}/o", "--lora-opt", "schedule=weird"], "unknown LoRA schedule"),
     ("run-lora-steps", [*RUN, "--out", "{ws}/o", "--lora-opt", "max_steps=-1"], "max_steps must be a positive"),
@@ -124,6 +164,8 @@ CASES = [
     # lrl problems
     ("problems-task", ["problems", "--task", "chess"], "unknown task 'chess'"),
     ("problems-n", ["problems", "--n", "0"], "must be at least 1"),
+    ("problems-n-huge", ["problems", "--n", "99999999999999999999999"],
+     "must be at most 270357255, the problems preset balanced can draw, got 99999999999999999999999"),
     ("problems-split", ["problems", "--split", "weird"], "unknown split 'weird'"),
     ("problems-preset", ["problems", "--preset", "weird"], "unknown preset 'weird'"),
     # lrl rescore
@@ -265,6 +307,8 @@ def make_files(ws: Path, run: Path) -> None:
     (ws / "stagesstr.toml").write_text('stages = "lora"\n')
     (ws / "exportint.toml").write_text("export = [1]\n")
     (ws / "runscalar.toml").write_text("run = 3\n")
+    (ws / "bigsplit.toml").write_text("test_n = 99999999999999999999999\n")
+    (ws / "bigtransfer.toml").write_text("[run]\ntransfer_n = 300000000\n")
     (ws / "a-file.txt").write_text("mine")
     (ws / "foreign").mkdir()
     (ws / "foreign" / "notes.txt").write_text("mine")

@@ -111,3 +111,46 @@ def test_a_valid_gguf_of_an_architecture_transformers_cannot_read_is_one_line_ex
     assert not out.exists()  # refused before the run folder was claimed
     assert model.read_bytes() == before
     assert list((tmp_path / "cache" / "gguf-students").iterdir()) == []  # no half-converted folder
+
+
+def _named_gguf(path: Path, name: str | None) -> Path:
+    """A small valid GGUF file whose metadata names the model ``name`` (none when None)."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if name is not None:
+        writer.add_name(name)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_student_is_shown_by_the_models_own_name(task, tmp_path, monkeypatch):
+    from lrl_harness.api.registry import Registry, make_plugin_manager
+    from lrl_harness.pipeline.config import RunConfig
+    from lrl_harness.pipeline.rundir import RunDir
+    from lrl_harness.pipeline.stages.run import Run
+
+    named = _named_gguf(tmp_path / "model-q4.gguf", "SmolLM2 135M\n Instruct")
+    unnamed = _named_gguf(tmp_path / "my-model.Q8_0.gguf", None)
+    blank = _named_gguf(tmp_path / "blank.gguf", "   ")
+    assert gguf_student.model_name(named) == "SmolLM2 135M Instruct"  # on one line
+    assert gguf_student.model_name(unnamed) == "my-model.Q8_0"  # the file name without .gguf
+    assert gguf_student.model_name(blank) == "blank"
+    long = _named_gguf(tmp_path / "long.gguf", "x" * 500)
+    assert len(gguf_student.model_name(long)) == gguf_student.NAME_CHARS
+
+    # the student made from the file carries that name (no conversion: the folder is stood in for)
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    monkeypatch.setattr(gguf_student, "convert_gguf", lambda gguf, cache: (folder, {"gguf": Path(gguf).name}))
+    student = gguf_student.gguf_student(task, {"path": str(named), "chat_template": False}, tmp_path)
+    assert student.name == "SmolLM2 135M Instruct"
+    # and so does the student of a run given ``--student PATH.gguf`` (the name its tables and ``who`` show)
+    config = RunConfig(student=str(unnamed), student_options={"chat_template": False}).validate()
+    run = Run(config, Registry(make_plugin_manager()), RunDir(tmp_path / "run"))
+    assert run.student.name == "my-model.Q8_0"

@@ -126,3 +126,48 @@ def test_prompts_are_versioned_and_hashed(task):
     prompt = task.teacher_prompt(p)
     assert "[9-12], [14-15], [12-13], [14-17]" in prompt and "Answer: YES" in prompt
     assert task.student_prompt(p).startswith("Problem:\nMeetings: [9-12]")
+
+
+def test_the_problems_a_preset_can_draw_are_counted_exactly():
+    import itertools
+
+    from lrl_harness_tasks.meeting_rooms import generator
+
+    meetings = [(s, s + d) for s in range(9, 16) for d in range(1, 4)]
+    for k in (1, 2, 3):  # the count against every list of k meetings
+        peaks = Counter(max_simultaneous(list(m)) for m in itertools.product(meetings, repeat=k))
+        for rooms in range(k + 1):
+            assert generator.fitting(k, rooms) == sum(n for peak, n in peaks.items() if peak <= rooms)
+    assert generator.fitting(6, 6) == 21**6
+    # every (meeting count, rooms) a preset draws, each with 21**count lists of meetings
+    assert generator.most_problems("balanced") == 21**2 * 2 + 21**3 * 3 + 21**4 * 4 + 21**5 * 3 + 21**6 * 3
+    assert generator.most_problems("seed") == 21**2 * 2 + 21**3 * 2 + 21**4 * 3 + 21**5 * 3 + 21**6 * 3
+
+
+def test_a_split_larger_than_the_preset_can_draw_is_refused_at_once(task):
+    most = task.max_problems("balanced", "test")
+    assert most == 270357255
+    with pytest.raises(LrlError, match=f"must be at most {most}, the problems preset balanced can draw, got"):
+        task.problems("balanced", "test", n=10**23)
+    with pytest.raises(LrlError, match="must be at most 270153513"):
+        task.problems("seed", "train", n=270153514)
+    with pytest.raises(LrlError, match="must be at most"):
+        task.transfer_examples(None, "label", 10**23, 999, "seed")
+    assert task.max_problems("seed", "transfer") == most  # drawn balanced unless draw="original"
+    assert task.max_problems("seed", "transfer", draw="original") == task.max_problems("seed", "test")
+
+
+def test_transfer_data_that_the_excluded_problems_leave_unbalanceable_is_refused_not_looped(task):
+    # every EASY problem answered NO (two overlapping meetings, one room) is a test problem: a
+    # balanced draw can then hold at most one EASY problem (a YES), so at most 5 problems in all
+    easy_no = [task.problem_from_dict({"meetings": [list(a), list(b)], "rooms": 1})
+               for a in [(s, s + d) for s in range(9, 16) for d in range(1, 4)]
+               for b in [(s, s + d) for s in range(9, 16) for d in range(1, 4)]
+               if max_simultaneous([a, b]) == 2]
+    assert len(easy_no) == 165
+    assert task.max_problems("balanced", "transfer", exclude=easy_no) == 5
+    assert len(task.transfer_examples(None, "label", 5, 999, "balanced", exclude=easy_no)) == 5
+    with pytest.raises(LrlError, match="at most 5, the problems preset balanced can draw apart from 165 excluded"):
+        task.transfer_examples(None, "label", 6, 999, "balanced", exclude=easy_no)
+    assert task.max_problems("balanced", "transfer", exclude=easy_no[:-1]) == task.max_problems(
+        "balanced", "transfer") - 164  # one left: any size again, less the excluded ones

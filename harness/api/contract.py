@@ -129,7 +129,12 @@ def call_factory(factory, context: PluginContext, **kwargs):
 @runtime_checkable
 class Task(Protocol):
     """A task plugin: its problems, its prompts and how its answers are graded. These are all the
-    members the core uses (``tasks/meeting_rooms`` is the reference implementation)."""
+    members the core uses (``tasks/meeting_rooms`` is the reference implementation).
+
+    Optional capability, used where present: ``max_problems(preset, split, exclude=(), draw=...) ->
+    int``, the largest ``n`` that ``problems`` (for ``split="transfer"``: ``transfer_examples``) can
+    draw, so that ``lrl run`` refuses a larger size before any work. A task without it gets the
+    core's ceiling (``pipeline.runner.MAX_PROBLEMS``)."""
 
     name: str
     labels: tuple[str, ...]

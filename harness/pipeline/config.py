@@ -16,6 +16,9 @@ from pathlib import Path
 from lrl_harness.api.errors import ConfigError
 from lrl_harness.results.format import STAGES
 
+MAX_SEED = 2**32 - 1
+MAX_TOKENS = 2**31 - 1
+
 
 @dataclass
 class RunConfig:
@@ -96,6 +99,13 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         if not isinstance(self.teacher_max_tokens, int) or self.teacher_max_tokens < 1:
             raise ConfigError(f"teacher_max_tokens must be a positive integer, got {self.teacher_max_tokens!r}")
+        # numbers that reach torch, numpy or an engine's C code: within what those take, not an overflow there
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be at most {MAX_SEED} (the largest seed numpy takes), got {self.seed}")
+        for name in ("max_new_tokens", "baseline_max_new_tokens", "teacher_max_tokens"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_TOKENS:
+                raise ConfigError(f"{name} must be at most {MAX_TOKENS}, got {value}")
         if self.recipe is not None:
             from lrl_harness.pipeline.recipes import get_recipe
 

@@ -34,6 +34,11 @@ TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
 STUDENT_STAGES = ("student_baseline", "lora")
 
 
+MAX_PROBLEMS = 10**9
+"""The most problems any split may hold (far beyond what a run can ask and score); a task's own
+limit (``Task.max_problems``) is checked under it."""
+
+
 def default_out_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -78,27 +83,32 @@ class Pipeline:
             self._check_transfer_format(cfg.transfer_format)  # before a student is prepared
         done = (folder.existing_results() or {}).get("stages", {})
         wanted = [s for s in STAGES if s in cfg.stages and s not in done]
+        self._check_sizes()  # before any problem is drawn
         teacher_reg = self.registry.get("teacher", cfg.teacher)
         if teacher_reg.option_spec is not None:
             check_options(f"teacher {cfg.teacher}", teacher_reg.option_spec,
                           {**cfg.teacher_options, "max_tokens": cfg.teacher_options.get(
                               "max_tokens", cfg.teacher_max_tokens)})
-        if any(s in STUDENT_STAGES for s in cfg.stages):
+        # every option given is checked, whichever stages run; no model is loaded for it
+        defaults = RunConfig()
+        if any(s in STUDENT_STAGES for s in cfg.stages) or cfg.backend_options or cfg.backend != defaults.backend:
             backend_reg = self.registry.get("backend", cfg.backend)
             if backend_reg.option_spec is not None:
                 check_options(f"backend {cfg.backend}", backend_reg.option_spec, cfg.backend_options,
                               unknown_label=cfg.backend)
-            if wanted and any(s in STUDENT_STAGES for s in wanted):
-                student = self.student
-                self._check_transfer_format(cfg.transfer_format or student.transfer_format)
-                if "lora" in wanted:
-                    from lrl_harness.pipeline.recipes import resolve_settings
+        if cfg.gguf_backend is not None:
+            self.registry.engine_for("gguf", cfg.gguf_backend)  # known, and one that loads GGUF files
+        from lrl_harness.pipeline.recipes import resolve_settings
 
-                    resolve_settings({**student.lora, **cfg.lora})
-        elif cfg.lora:
-            from lrl_harness.pipeline.recipes import resolve_settings
-
-            resolve_settings(cfg.lora)
+        student = self.student if any(s in STUDENT_STAGES for s in wanted) else None
+        if student is not None:
+            self._check_transfer_format(cfg.transfer_format or student.transfer_format)
+        elif cfg.student_options or cfg.student != defaults.student:
+            self.run_state.check_student_options()
+        if cfg.lora or (student is not None and "lora" in wanted):
+            resolve_settings({**(student.lora if student is not None else {}), **cfg.lora})
+        if student is not None and "lora" in wanted:
+            self._check_transfer_size(student)
         if "lora" in cfg.stages and self.run_state.export_quants():
             from lrl_harness.pipeline.converter import llama_cpp_version
 
@@ -112,6 +122,40 @@ class Pipeline:
                 "lora" in wanted and cfg.transfer_source == "teacher"):
             self.teacher.info()  # a missing key or a bad option fails now
         check_writable(self.out, folder=True)
+
+    def _problem_limit(self, split: str, exclude: list = ()) -> tuple[int, str]:
+        """The most problems of ``split`` the task can draw (apart from ``exclude``), and whose limit
+        it is: the task's (``Task.max_problems``), never above the core's ceiling."""
+        cfg = self.config
+        most = getattr(self.task, "max_problems", None)
+        if most is None:
+            return MAX_PROBLEMS, "the most problems a split may hold"
+        draw = getattr(cfg, "transfer_draw", None) if split == "transfer" else None
+        kwargs = {"draw": draw} if draw else {}
+        limit = most(cfg.preset, split, exclude, **kwargs)
+        if limit >= MAX_PROBLEMS:
+            return MAX_PROBLEMS, "the most problems a split may hold"
+        apart = (f" apart from the test split's {len(exclude)}"
+                 if exclude and limit < most(cfg.preset, split, (), **kwargs) else "")
+        return limit, f"the problems preset {cfg.preset} of task {cfg.task} can draw{apart}"
+
+    def _check_sizes(self) -> None:
+        """A split size the task cannot draw never finishes: refused, naming the largest it can."""
+        for name, split in (("test_n", "test"), ("train_n", "train"), ("transfer_n", "transfer")):
+            n = getattr(self.config, name)
+            if n is not None:
+                limit, what = self._problem_limit(split)
+                if n > limit:
+                    raise ConfigError(f"{name} must be at most {limit} ({what}), got {n}")
+
+    def _check_transfer_size(self, student: StudentModel) -> None:
+        """The transfer data never holds a test problem: its size against what the rest allows."""
+        cfg = self.config
+        n = cfg.transfer_n or student.transfer_examples
+        limit, what = self._problem_limit("transfer", self.run_state.problems("test"))
+        if n > limit:
+            given = "" if cfg.transfer_n else f" (student {student.name}'s default; set a smaller --transfer-n)"
+            raise ConfigError(f"transfer_n must be at most {limit} ({what}), got {n}{given}")
 
     def _check_transfer_format(self, fmt: str) -> None:
         """The transfer format must be one the task declares (``Task.transfer_formats``)."""

@@ -55,6 +55,17 @@ class MeetingRoomsTask:
         keys = {self.key(p) for p in exclude}
         return generator.balanced(n, seed, exclude=keys)
 
+    def max_problems(self, preset: str, split: str, exclude: list[Problem] = (), draw: str = "balanced") -> int:
+        """The largest ``n`` that ``problems(preset, split)`` draws (for ``split="transfer"``:
+        ``transfer_examples`` with ``exclude`` and ``draw``): the distinct problems of its generator
+        (meetings start at whole hours 9 to 15 and last 1 to 3 hours, so they are finitely many), fewer
+        where the balanced draw would need an answer of a difficulty that ``exclude`` leaves none of."""
+        self.splits(preset)
+        original = preset == "seed" and (split != "transfer" or draw == "original")
+        if original:
+            return generator.most_problems("seed")
+        return generator.most_problems("balanced", {self.key(p) for p in exclude})
+
     @staticmethod
     def key(problem: Problem) -> tuple:
         return (tuple(tuple(m) for m in problem.data["meetings"]), problem.data["rooms"])

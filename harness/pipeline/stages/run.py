@@ -84,22 +84,38 @@ class Run:
             self._teacher = teacher
         return self._teacher
 
+    def student_plugin(self) -> tuple[str, dict]:
+        """The student plugin and its options: ``--student`` names one, or a GGUF file (the ``gguf``
+        student), or a Hugging Face model id or folder (the ``hf`` student)."""
+        name = self.config.student
+        options = dict(self.config.student_options)
+        if name not in self.registry.names("student") and name.lower().endswith(".gguf"):
+            name, options = "gguf", {**options, "path": self.config.student}
+        elif name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
+            name, options = "hf", {**options, "model": self.config.student}
+        reg = self.registry.get("student", name)
+        # a student that takes a recipe applies it under its own options (lora, transfer_examples)
+        if self.config.recipe and "recipe" in (reg.option_spec or {}):
+            options["recipe"] = self.config.recipe
+        return name, options
+
+    def check_student_options(self) -> None:
+        """The student's declared options checked, without preparing the student (no model loads)."""
+        from lrl_harness.api.options import check_options
+
+        name, options = self.student_plugin()
+        spec = self.registry.get("student", name).option_spec
+        if spec is not None:
+            check_options(f"the {name} student", spec, options)
+
     @property
     def student(self) -> StudentModel:
         if self._student is None:
             from lrl_harness.util.paths import cache_dir
 
-            name = self.config.student
-            options = dict(self.config.student_options)
-            if name not in self.registry.names("student") and name.lower().endswith(".gguf"):
-                name, options = "gguf", {**options, "path": self.config.student}
-            elif name not in self.registry.names("student") and ("/" in name or Path(name).exists()):
-                name, options = "hf", {**options, "model": self.config.student}
+            name, options = self.student_plugin()
             reg = self.registry.get("student", name)
-            # a student that takes a recipe applies it under its own options (lora, transfer_examples)
             takes_recipe = "recipe" in (reg.option_spec or {})
-            if self.config.recipe and takes_recipe:
-                options["recipe"] = self.config.recipe
             with self.status(f"preparing student {self.config.student}"):
                 student = call_factory(reg.factory, self.context(), task=self.task, options=options,
                                        cache_dir=cache_dir())
