@@ -14,6 +14,7 @@ targets and stages carry figures only, no per-problem answers, so they take part
 from __future__ import annotations
 
 import itertools
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -426,17 +427,18 @@ def stage_plot(path: Path, sources: list[Source]) -> None:
     from matplotlib.figure import Figure
 
     stages = _stage_names(sources)
-    n = len(sources)
+    holders = [(i, s) for i, s in enumerate(sources) if s.results.stages]  # colours as in the other plots
+    n = len(holders)
     width = 0.8 / n
     fig = Figure(figsize=(max(7.0, 0.45 * n * len(stages) + 2.5), 5.2), dpi=110)
     ax = fig.add_subplot()
-    for i, s in enumerate(sources):
+    for slot, (i, s) in enumerate(holders):
         color = _COLORS[i % len(_COLORS)]
         for g, stage in enumerate(stages):
             block = s.results.stages.get(stage)
             if block is None:
                 continue
-            x = g - 0.4 + width * (i + 0.5)
+            x = g - 0.4 + width * (slot + 0.5)
             acc = block.accuracy
             lo, hi = block.ci95 or (acc, acc)
             ax.bar(x, acc, width * 0.92, color=color, yerr=[[max(acc - lo, 0.0)], [max(hi - acc, 0.0)]], capsize=3,
@@ -448,7 +450,9 @@ def stage_plot(path: Path, sources: list[Source]) -> None:
             ax.text(x, min(hi, 1.0) + 0.015, f"{acc:.2f}", ha="center", va="bottom", fontsize=6.5)
     ax.plot([], [], "D", color="black", markersize=4, label="balanced accuracy")
     ax.plot([], [], color="#c03030", linestyle="dashed", linewidth=1.6, label="majority baseline")
-    ax.set_xticks(range(len(stages)), [STAGE_LABELS.get(t, t).replace(" (", "\n(") for t in stages], fontsize=8)
+    ticks = ["\n".join(textwrap.wrap(STAGE_LABELS.get(t, t), 16)) for t in stages]
+    ax.set_xticks(range(len(stages)), ticks, fontsize=8)
+    ax.set_xlim(-0.5, len(stages) - 0.5)
     ax.set_ylim(0, 1.12)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("accuracy (95% Wilson interval)")
