@@ -310,6 +310,16 @@ def compare_pair(a: Block, b: Block, resamples: int = RESAMPLES, seed: int = 0) 
         mcnemar_p=mcnemar_exact(len(only_a), len(only_b)), discordant=discordant)
 
 
+def few_discordant_note(pair: ComparedPair) -> list[str]:
+    """A caution where few problems are discordant: a percentile bootstrap is then too narrow, and the
+    exact McNemar p is the figure to read."""
+    discordant = pair.only_a_correct + pair.only_b_correct
+    if not 0 < discordant < 10:
+        return []
+    return [f"{pair.a} vs {pair.b}: only {discordant} discordant problems; at that size the bootstrap "
+            "interval of a difference is too narrow: read the exact McNemar p"]
+
+
 def _compared_block(block: Block) -> ComparedBlock:
     fig = score_block(block.records)
     return ComparedBlock(
@@ -334,6 +344,7 @@ def compare(blocks: list[Block], resamples: int = RESAMPLES, seed: int = 0) -> C
             notes.append(f"the blocks come from different {key}s ({', '.join(sorted(values))}): "
                          "only the problems they share are compared")
     for p in pairs:
+        notes += few_discordant_note(p)
         smaller = min(p.paired + p.only_in_a, p.paired + p.only_in_b)
         if p.paired < smaller / 2:
             notes.append(f"{p.a} vs {p.b}: only {p.paired} of {smaller} problems paired; the pair's figures "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lrl_harness.api.errors import LrlError, ResultsFileError
-from lrl_harness.reporting.compare import Block, compare_pair
+from lrl_harness.reporting.compare import Block, compare_pair, few_discordant_note
 from lrl_harness.reporting.report import (
     ACCURACY_COLUMNS,
     _accuracy_cells,
@@ -272,6 +272,7 @@ def paired_tests(sources: list[Source], seed: int = 0) -> tuple[TableData, list[
             except LrlError:
                 notes.append(f"{shown}: {sa.label} and {sb.label} answered no problem in common; not paired")
                 continue
+            notes += [f"{shown}: {n}" for n in few_discordant_note(pair)]
             da, db = pair.accuracy_difference, pair.balanced_accuracy_difference
             rows.append([shown, sa.label, sb.label, str(pair.paired), f"{pair.side_a.accuracy:.3f}",
                          f"{pair.side_b.accuracy:.3f}", f"{da.estimate:+.3f} ({da.ci95[0]:+.3f} to {da.ci95[1]:+.3f})",
