@@ -273,10 +273,10 @@ class Run:
         self.results.setdefault("peak_rss_mib", {})[step] = peak_rss_mib()
 
     def save(self) -> None:
-        from lrl_harness.results.files import write_json
+        from lrl_harness.results.io import write_results
 
         self.results["elapsed_s"] = self.tick()
-        write_json(self.folder.results, self.results)
+        write_results(self.folder.results, self.results)  # checked against the schema as it is written
 
     def status(self, message: str) -> _Status:
         """A one-line 'working on X' message around work that has no natural progress count."""
