@@ -175,3 +175,23 @@ def test_rescore_rejects_corrupt_files(capsys, tmp_path):
         {"problem_id": "x", "problem": "[12-10] | 2 rooms", "response": "YES"}]}}))
     code, _, err = run_cli(capsys, "rescore", str(invalid))
     assert code == 2 and "must start before it ends" in err
+
+
+def test_run_settings_are_declared_once(capsys):
+    """Every run setting with a flag is an ``lrl run`` option with its declared help, and the command
+    line's values are parsed as the setting declares (a new setting is one declaration)."""
+    import dataclasses
+
+    from lrl_harness.pipeline.config import RunConfig, command_line_settings, from_command_line
+
+    code, out, _ = run_cli(capsys, "run", "--help")
+    out = " ".join(out.split())  # as one line: click wraps the help
+    assert code == 0
+    for f in command_line_settings():
+        assert f.metadata["flag"] in out and f.metadata["help"].split(" ")[0] in out
+    assert {f.name for f in dataclasses.fields(RunConfig)} >= {f.name for f in command_line_settings()}
+    assert "peak (the small recipe's)." in out  # the task's own help of its formats  # the task's own format help
+    parsed = from_command_line({"stages": "lora, student_baseline", "export": "none", "lora": ("r=8",),
+                                "parity": "f16", "test_n": 5})
+    assert parsed["stages"] == ["lora", "student_baseline"] and parsed["export"] == [] and parsed["lora"] == {"r": 8}
+    assert parsed["parity"] == ["f16"] and parsed["test_n"] == 5 and parsed["teacher_options"] is None

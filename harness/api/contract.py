@@ -143,6 +143,8 @@ class Task(Protocol):
     initial_strategy: str
     reference_strategy: str
     transfer_formats: tuple[str, ...]
+    """The formats transfer examples can be written in; optionally ``transfer_format_help`` (a dict of
+    format -> one line) describes each in ``lrl run --help``."""
 
     # problems
     def splits(self, preset: str) -> dict[str, tuple[int, int]]:

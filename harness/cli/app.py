@@ -67,88 +67,71 @@ def _failure(pm, impl, exc):
 # --- run --------------------------------------------------------------------------------------
 
 
+class _TaskFormatsOption(click.Option):
+    """``--transfer-format``: its help lists each installed task's formats, as the task describes them."""
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        obj = ctx.find_root().obj
+        if record is None or not isinstance(obj, Context):
+            return record
+        described = []
+        for name in obj.registry.names("task"):
+            try:
+                task = obj.registry.get("task", name).factory()
+            except Exception:  # noqa: BLE001 - a broken task must not break --help
+                continue
+            help_of = getattr(task, "transfer_format_help", None) or {}
+            formats = [f"{fmt}: {help_of[fmt]}" if fmt in help_of else fmt
+                       for fmt in getattr(task, "transfer_formats", ())]
+            if formats:
+                described.append(f"{name}: " + "; ".join(formats) + ".")
+        return record[0], " ".join([record[1], *described])
+
+
+def _setting_option(f) -> click.Option:
+    """The ``lrl run`` option of a declared run setting (``pipeline/config.py``)."""
+    meta = f.metadata
+    if meta["cli"] == "options":
+        return click.Option([meta["flag"], f.name], multiple=True, metavar="KEY=VALUE", help=meta["help"])
+    if meta["cli"] == "path":
+        return click.Option([meta["flag"], f.name], type=click.Path(dir_okay=False), help=meta["help"])
+    if meta["cli"] == "format":
+        return _TaskFormatsOption([meta["flag"], f.name], help=meta["help"])
+    kind = click.Choice(list(meta["choices"])) if meta["choices"] else int if "int" in str(f.type) else str
+    return click.Option([meta["flag"], f.name], type=kind, help=meta["help"])
+
+
+def _with_run_settings(command: click.Command) -> click.Command:
+    """Every declared run setting as an option, after ``--config`` and ``--out``, before the run's switches."""
+    from lrl_harness.pipeline.config import command_line_settings
+
+    command.params[2:2] = [_setting_option(f) for f in command_line_settings()]
+    return command
+
+
+@_with_run_settings
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file with run settings (command-line options override it).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: runs/<timestamp>). Re-using a folder resumes that run.")
-@click.option("--task", help="Task plugin (default: meeting-rooms).")
-@click.option("--preset", help="Problem preset: balanced (default) or seed (the original splits).")
-@click.option("--teacher", help="Teacher plugin (default: solver, which is not a language model).")
-@click.option("--teacher-opt", multiple=True, metavar="KEY=VALUE", help="Teacher option (repeatable).")
-@click.option("--student", help="Student plugin (default: tiny), or a Hugging Face model id or path.")
-@click.option("--student-opt", multiple=True, metavar="KEY=VALUE", help="Student option (repeatable).")
-@click.option("--backend", help="Inference backend for the student stages (default: transformers).")
-@click.option("--backend-opt", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
-@click.option("--gguf-backend", help="Backend that parity runs the GGUF exports on (default: one that loads "
-              "GGUF files, this project's own first).")
-@click.option("--lora-opt", multiple=True, metavar="KEY=VALUE",
-              help="Override a LoRA training setting, e.g. r=8 or max_steps=200 (repeatable).")
-@click.option("--stages", help="Comma-separated stages to run (default: all).")
-@click.option("--seed", type=int, help="Seed for model building and training (default 0).")
-@click.option("--train-n", type=int, help="Problems in the train split (bootstrap).")
-@click.option("--test-n", type=int, help="Problems in the test split.")
-@click.option("--transfer-n", type=int, help="Transfer (training) examples for the student.")
-@click.option("--recipe", help="Transfer recipe: seed (the original experiment's) or small (for small "
-              "pretrained students); default: the student's. Single choices below override it.")
-@click.option("--transfer-format",
-              help="One of the task's transfer formats (checked against it). meeting-rooms: "
-              "label: strategy+problem -> answer (the original); trace: the worked sweep-line trace, then "
-              "the answer; scan: the meetings running at each start time, counted, then the answer (no "
-              "sorting); check: every meeting marked running or not at each start time, counted; between: check "
-              "with each mark written as start, time, end; tally: between with running counts and the peak so "
-              "far; count: tally without each line's count and peak (the small recipe's).")
-@click.option("--transfer-source", type=click.Choice(["code", "teacher"]),
-              help="Transfer targets written by code (default) or by the teacher (checked by the solver).")
-@click.option("--transfer-draw", type=click.Choice(["balanced", "original"]),
-              help="Transfer problems drawn balanced (default: as many YES as NO per difficulty, half of them "
-              "tight, never a test problem) or as the preset's source drew them (seed: the original "
-              "experiment's generator, 90% YES, test problems not excluded).")
-@click.option("--batch-size", type=int, help="LRL batch size (default 10).")
-@click.option("--journal-every", type=int, help="Journal entry every N batches (default 1).")
-@click.option("--distill-every", type=int, help="New strategy every N batches (default 5).")
-@click.option("--journal-chars", type=int, help="Journal characters given to distillation (default 5000).")
-@click.option("--export", "export_quants", help="GGUF files to write after training, comma-separated "
-              "(default: the student's recipe's, else f32,q8_0,q4_k_m; 'none' to skip).")
-@click.option("--parity", "parity_quants", help="Exported GGUF files parity compares with the merged model, "
-              "comma-separated (default: the recipe's, else every exported file; 'all': every exported file).")
-@click.option("--prices", type=click.Path(dir_okay=False), help="JSON/TOML price table for teacher cost.")
 @click.option("--cache-only", is_flag=True, help="Replay teacher answers from the cache; fail on a miss.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the teacher response cache.")
 @click.option("--refresh-cache", is_flag=True, help="Ask the teacher again and overwrite its cached answers.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @pass_ctx
-def run(obj: Context, config_file, out, task, preset, teacher, teacher_opt, student, student_opt, backend,
-        backend_opt, gguf_backend, lora_opt, stages, seed, train_n, test_n, transfer_n, recipe, transfer_format,
-        transfer_source, transfer_draw, batch_size, journal_every, distill_every, journal_chars, export_quants,
-        parity_quants, prices, cache_only, no_cache, refresh_cache, quiet):
+def run(obj: Context, config_file, out, cache_only, no_cache, refresh_cache, quiet, **settings):
     """Run the whole pipeline: student baseline, teacher baseline, LRL bootstrap, teacher with the
     learned strategy, LoRA training of the student, export. Offline by default."""
-    from lrl_harness.pipeline.config import load_toml, make_config, parse_options
+    from lrl_harness.pipeline.config import from_command_line, load_toml, make_config
     from lrl_harness.pipeline.runner import Pipeline, default_out_dir
     from lrl_harness.util.progress import UI
 
     file_values = load_toml(config_file) if config_file else {}
-    overrides = {
-        "task": task, "preset": preset, "teacher": teacher, "student": student, "backend": backend,
-        "teacher_options": parse_options(teacher_opt) or None,
-        "student_options": parse_options(student_opt) or None,
-        "backend_options": parse_options(backend_opt) or None, "gguf_backend": gguf_backend,
-        "lora": parse_options(lora_opt) or None,
-        "stages": [s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-        "seed": seed, "train_n": train_n, "test_n": test_n, "transfer_n": transfer_n,
-        "recipe": recipe, "transfer_format": transfer_format, "transfer_source": transfer_source,
-        "transfer_draw": transfer_draw,
-        "batch_size": batch_size,
-        "journal_every": journal_every, "distill_every": distill_every, "journal_chars": journal_chars,
-        "export": ([] if export_quants.strip() == "none" else [q.strip() for q in export_quants.split(",")])
-        if export_quants else None,
-        "parity": [q.strip() for q in parity_quants.split(",") if q.strip()] if parity_quants else None,
-        "prices": prices,
-    }
     if sum((cache_only, no_cache, refresh_cache)) > 1:
         raise LrlError("--cache-only, --no-cache and --refresh-cache exclude each other: choose one")
-    config = make_config(file_values, overrides)
+    config = make_config(file_values, from_command_line(settings))
     ui = UI(quiet=quiet)
     out = out or default_out_dir()
     cache = "off" if no_cache else "refresh" if refresh_cache else "use"

@@ -20,42 +20,80 @@ MAX_SEED = 2**32 - 1
 MAX_TOKENS = 2**31 - 1
 
 
+def setting(default=None, *, help: str, flag: str | None = None, cli: str = "value", choices: tuple = (),
+            default_factory=None):
+    """A run setting, declared once: its default, what it means, and how the command line gives it.
+
+    ``flag``: the ``lrl run`` option (None: only in a config file). ``cli``: ``"value"`` (one value of
+    the setting's type), ``"options"`` (``KEY=VALUE``, repeatable, into a table), ``"list"``
+    (comma-separated), ``"quants"`` (comma-separated, ``none`` for an empty list). The command's options,
+    their help and the parsing of what they give all come from these declarations."""
+    metadata = {"help": help, "flag": flag, "cli": cli, "choices": choices}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class RunConfig:
-    task: str = "meeting-rooms"
-    preset: str = "balanced"
-    teacher: str = "solver"
-    teacher_options: dict = field(default_factory=dict)
-    student: str = "tiny"
-    student_options: dict = field(default_factory=dict)
-    backend: str = "transformers"
-    backend_options: dict = field(default_factory=dict)
-    gguf_backend: str | None = None  # the engine parity runs the GGUF exports on; None: any that loads GGUF
-    seed: int = 0
-    train_n: int | None = None
-    test_n: int | None = None
-    train_seed: int | None = None
-    test_seed: int | None = None
-    recipe: str | None = None  # a named transfer recipe (pipeline/recipes.py); None: the student's default
-    transfer_format: str | None = None  # None: the recipe's
-    transfer_n: int | None = None
-    transfer_seed: int = 999
-    transfer_source: str = "code"  # "code": built from the solver; "teacher": teacher-written, solver-checked
-    # which problems: None/"balanced": balanced, never a test problem; "original": the preset's own draw
-    transfer_draw: str | None = None
-    batch_size: int = 10
-    journal_every: int = 1
-    distill_every: int = 5
-    journal_chars: int = 5000
-    lora: dict = field(default_factory=dict)  # overrides of the student's LoRA defaults
-    max_new_tokens: int | None = None  # student generation; None: the student's default
-    # the untrained student's answers (student_baseline); None: the budget above, at most 256
-    baseline_max_new_tokens: int | None = None
-    teacher_max_tokens: int = 1024
-    stages: list = field(default_factory=lambda: list(STAGES))
-    export: list | None = None  # GGUF types after training; None: the student's (f32, q8_0, q4_k_m); [] to skip
-    parity: list | None = None  # exported GGUF types that parity checks; None: the student's, else every one
-    prices: str | None = None
+    task: str = setting("meeting-rooms", flag="--task", help="Task plugin (default: meeting-rooms).")
+    preset: str = setting("balanced", flag="--preset",
+                          help="Problem preset: balanced (default) or seed (the original splits).")
+    teacher: str = setting("solver", flag="--teacher",
+                           help="Teacher plugin (default: solver, which is not a language model).")
+    teacher_options: dict = setting(default_factory=dict, flag="--teacher-opt", cli="options",
+                                    help="Teacher option (repeatable).")
+    student: str = setting("tiny", flag="--student",
+                           help="Student plugin (default: tiny), or a Hugging Face model id or path.")
+    student_options: dict = setting(default_factory=dict, flag="--student-opt", cli="options",
+                                    help="Student option (repeatable).")
+    backend: str = setting("transformers", flag="--backend",
+                           help="Inference backend for the student stages (default: transformers).")
+    backend_options: dict = setting(default_factory=dict, flag="--backend-opt", cli="options",
+                                    help="Backend option (repeatable).")
+    gguf_backend: str | None = setting(flag="--gguf-backend", help="Backend that parity runs the GGUF exports on "
+                                       "(default: one that loads GGUF files, this project's own first).")
+    seed: int = setting(0, flag="--seed", help="Seed for model building and training (default 0).")
+    train_n: int | None = setting(flag="--train-n", help="Problems in the train split (bootstrap).")
+    test_n: int | None = setting(flag="--test-n", help="Problems in the test split.")
+    train_seed: int | None = setting(help="Seed of the train split (default: the preset's).")
+    test_seed: int | None = setting(help="Seed of the test split (default: the preset's).")
+    recipe: str | None = setting(flag="--recipe", help="Transfer recipe: seed (the original experiment's) or small "
+                                 "(for small pretrained students); default: the student's. Single choices below "
+                                 "override it.")
+    transfer_format: str | None = setting(flag="--transfer-format", cli="format",
+                                          help="One of the task's transfer formats (checked against it); "
+                                          "default: the recipe's.")
+    transfer_n: int | None = setting(flag="--transfer-n", help="Transfer (training) examples for the student.")
+    transfer_seed: int = setting(999, help="Seed of the transfer examples' draw.")
+    transfer_source: str = setting("code", flag="--transfer-source", choices=("code", "teacher"),
+                                   help="Transfer targets written by code (default) or by the teacher (checked by "
+                                   "the solver).")
+    transfer_draw: str | None = setting(flag="--transfer-draw", choices=("balanced", "original"),
+                                        help="Transfer problems drawn balanced (default: as many YES as NO per "
+                                        "difficulty, half of them tight, never a test problem) or as the preset's "
+                                        "source drew them (seed: the original experiment's generator, 90% YES, "
+                                        "test problems not excluded).")
+    batch_size: int = setting(10, flag="--batch-size", help="LRL batch size (default 10).")
+    journal_every: int = setting(1, flag="--journal-every", help="Journal entry every N batches (default 1).")
+    distill_every: int = setting(5, flag="--distill-every", help="New strategy every N batches (default 5).")
+    journal_chars: int = setting(5000, flag="--journal-chars",
+                                 help="Journal characters given to distillation (default 5000).")
+    lora: dict = setting(default_factory=dict, flag="--lora-opt", cli="options",
+                         help="Override a LoRA training setting, e.g. r=8 or max_steps=200 (repeatable).")
+    max_new_tokens: int | None = setting(help="Student generation budget (default: the student's).")
+    baseline_max_new_tokens: int | None = setting(
+        help="The untrained student's budget (student_baseline; default: the budget above, at most 256).")
+    teacher_max_tokens: int = setting(1024, help="Teacher generation budget.")
+    stages: list = setting(default_factory=lambda: list(STAGES), flag="--stages", cli="list",
+                           help="Comma-separated stages to run (default: all).")
+    export: list | None = setting(flag="--export", cli="quants", help="GGUF files to write after training, "
+                                  "comma-separated (default: the student's recipe's, else f32,q8_0,q4_k_m; "
+                                  "'none' to skip).")
+    parity: list | None = setting(flag="--parity", cli="list", help="Exported GGUF files parity compares with "
+                                  "the merged model, comma-separated (default: the recipe's, else every exported "
+                                  "file; 'all': every exported file).")
+    prices: str | None = setting(flag="--prices", cli="path", help="JSON/TOML price table for teacher cost.")
 
     # Not part of a run's identity: how it runs, not what it computes.
     NON_IDENTITY = ("prices",)
@@ -183,6 +221,28 @@ def _check_types(values: dict) -> None:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         if expected in ("str", "str | None") and value is not None and not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
+
+
+def command_line_settings() -> list[dataclasses.Field]:
+    """The settings ``lrl run`` takes as options, in declaration order."""
+    return [f for f in dataclasses.fields(RunConfig) if f.metadata.get("flag")]
+
+
+def from_command_line(given: dict) -> dict:
+    """What the command line gave (option values by setting name; None: not given), parsed as each
+    setting declares, ready to override a config file's values."""
+    out = {}
+    for f in command_line_settings():
+        value = given.get(f.name)
+        kind = f.metadata["cli"]
+        if kind == "options":
+            value = parse_options(value or ()) or None
+        elif kind == "quants" and value:
+            value = [] if value.strip() == "none" else [q.strip() for q in value.split(",")]
+        elif kind == "list" and value:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        out[f.name] = value
+    return out
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:

@@ -134,6 +134,15 @@ class MeetingRoomsTask:
     # --- what a non-LLM teacher and the transfer data need ----------------------------------
 
     transfer_formats = ("label", "trace", "scan", "check", "between", "tally", "count")
+    transfer_format_help = {  # shown by ``lrl run --help``
+        "label": "strategy+problem -> answer (the original)",
+        "trace": "the worked sweep-line trace, then the answer",
+        "scan": "the meetings running at each start time, counted, then the answer (no sorting)",
+        "check": "every meeting marked running or not at each start time, counted",
+        "between": "check with each mark written as start, time, end",
+        "tally": "between with running counts and the peak so far",
+        "count": "tally without each line's count and peak (the small recipe's)",
+    }
 
     def worked_solution(self, problem: Problem, fmt: str = "trace") -> str:
         """A worked solution of one problem, as text ending in the answer: ``trace`` applies the
