@@ -122,3 +122,24 @@ def test_the_public_api_resolves_and_the_task_meets_its_contract():
     missing = [n for n in members if not hasattr(task, n)]
     assert not missing, f"the meeting-rooms task lacks {missing}"
     assert "progress" in inspect.signature(Backend.generate).parameters
+
+
+def test_observer_hooks_receive_typed_objects(tmp_path):
+    """problem_scored, stage_finished and run_finished get the declared types, still readable as mappings."""
+    from lrl_harness.pipeline.config import RunConfig
+    from lrl_harness.pipeline.runner import Pipeline
+    from lrl_harness.results.records import Record, StageBlock
+    from lrl_harness.results.schema import Results
+    from lrl_harness.util.progress import UI
+
+    seen = {"records": []}
+    observer = make_plugin(problem_scored=lambda stage, record: seen["records"].append(record),
+                           stage_finished=lambda stage, result: seen.setdefault("block", result),
+                           run_finished=lambda results: seen.setdefault("results", results))
+    pm = make_plugin_manager(plugins=[observer])
+    config = RunConfig(stages=["teacher_baseline"], test_n=6).validate()
+    Pipeline(config, Registry(pm), tmp_path / "run", ui=UI(quiet=True), pm=pm).run()
+    assert len(seen["records"]) == 6 and all(isinstance(r, Record) for r in seen["records"])
+    assert seen["records"][0]["correct"] == seen["records"][0].correct  # also a mapping, as the JSON is
+    assert isinstance(seen["block"], StageBlock) and seen["block"]["total"] == 6
+    assert isinstance(seen["results"], Results) and "teacher_baseline" in seen["results"].stages

@@ -62,14 +62,16 @@ def run_started(config, out_dir):
 
 @hookspec
 def stage_finished(stage, result):
-    """A stage finished; ``result`` is its results dictionary (as written to results.json)."""
+    """A stage finished; ``result`` is its score block (a typed ``StageBlock``, as written to results.json;
+    ``result["accuracy"]`` reads it as a mapping too)."""
 
 
 @hookspec
 def problem_scored(stage, record):
-    """One problem was answered and scored; ``record`` is the per-problem result dictionary."""
+    """One problem was answered and scored; ``record`` is its typed ``Record`` (``record.correct``, or
+    ``record["correct"]`` as a mapping)."""
 
 
 @hookspec
 def run_finished(results, out_dir):
-    """A pipeline run finished; ``results`` is the full results dictionary."""
+    """A pipeline run finished; ``results`` is the whole results file, typed (``Results``)."""

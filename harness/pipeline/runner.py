@@ -27,7 +27,8 @@ from lrl_harness.pipeline.stages.gguf import engines
 from lrl_harness.results import machine
 from lrl_harness.results.files import check_writable
 from lrl_harness.results.format import STAGE_LABELS, STAGES
-from lrl_harness.results.io import load_results, new_results
+from lrl_harness.results.io import as_results, load_results, new_results
+from lrl_harness.results.records import StageBlock
 from lrl_harness.util.progress import UI
 
 TEACHER_STAGES = ("teacher_baseline", "bootstrap", "lrl")
@@ -218,7 +219,7 @@ class Pipeline:
             results["stages"][stage] = block
             run.note_memory(stage)
             run.save()
-            self.pm.hook.stage_finished(stage=stage, result=block)
+            self.pm.hook.stage_finished(stage=stage, result=StageBlock.model_validate(block))
             self.ui.say(_stage_line(block))
         if "lora" in results["stages"] and "export" not in results and run.export_quants():
             results["export"] = export(run)
@@ -233,7 +234,7 @@ class Pipeline:
         if cost:
             results["cost"] = cost
         run.save()
-        self.pm.hook.run_finished(results=results, out_dir=self.out)
+        self.pm.hook.run_finished(results=as_results(results), out_dir=self.out)
         return results
 
     def _cost_block(self) -> dict | None:

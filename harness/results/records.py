@@ -35,6 +35,17 @@ class Model(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
 
+    def __getitem__(self, key: str):
+        """Read access as a mapping (``record["correct"]``), so code written for the JSON form reads the
+        typed form too (observer hooks receive typed objects)."""
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
