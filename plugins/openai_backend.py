@@ -35,66 +35,58 @@ from lrl_harness import (
     ConfigError,
     GenerationSettings,
     ModelSpec,
+    Option,
     ServerError,
+    check_options,
     hookimpl,
-    parse_flag,
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 API_KEY_ENV = "OPENAI_API_KEY"
 PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
 APIS = ("completions", "chat")
-_OPTIONS = {"base_url", "api_key", "model", "api", "timeout_s", "max_retries", "penalty_fields", "extra_body",
-            "stream", "concurrency"}
+OPTIONS = {
+    "base_url": Option(str, DEFAULT_BASE_URL, "the server's OpenAI API root",
+                       check=lambda v: v.startswith(("http://", "https://")),
+                       requirement="a URL (it must start with http:// or https://)"),
+    "api_key": Option(str, None, f"bearer token (default: ${API_KEY_ENV})", nullable=True),
+    "model": Option(str, None, "the served model's name (default: the target's model)", nullable=True),
+    "api": Option(str, "completions", "completions (the harness renders the prompt) or chat", choices=APIS),
+    "timeout_s": Option(float, 120.0, "seconds to wait for an answer", min=0, check=lambda v: v > 0,
+                        requirement="a positive number"),
+    "max_retries": Option(int, 2, "retries of a failed request (429, 5xx, connection)", min=0),
+    "penalty_fields": Option(list, list(PENALTY_FIELDS), "request fields that set the repetition penalty",
+                             check=lambda v: all(isinstance(f, str) for f in v), requirement="a list of field names"),
+    "extra_body": Option(dict, None, "more request fields", nullable=True),
+    "stream": Option(bool, True, "stream tokens (TTFT and ITL are measured only when streaming)"),
+    "concurrency": Option(int, 1, "requests in flight when the backend is asked several prompts", min=1),
+}
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _SDK_FIELDS = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "n", "stream",
                "stream_options", "stop", "seed"}
 
 
-def _option_error(option: str, accepts: str, value: Any) -> ConfigError:
-    return ConfigError(f"openai backend: option {option!r} must be {accepts}, got {value!r}")
 
 
-def _number(options: dict, key: str, default: float, minimum: float, integer: bool = False) -> Any:
-    value = options.get(key, default)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-        what = f"an integer >= {minimum:g}" if integer else f"a number >= {minimum:g}"
-        raise _option_error(key, what, value)
-    if not integer and value <= 0:
-        raise _option_error(key, "a positive number", value)
-    return value
 
 
 class OpenAIBackend:
     name = "openai"
 
     def __init__(self, model: ModelSpec, options: dict | None = None):
-        options = dict(options or {})
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"unknown openai option {unknown[0]!r}; known: {', '.join(sorted(_OPTIONS))}")
-        self.base_url = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {self.base_url!r}")
-        self.model_name = str(options.get("model") or model.path or model.name)
+        options = check_options("backend openai", OPTIONS, options, unknown_label="openai")
+        self.base_url = options["base_url"].rstrip("/")
+        self.model_name = str(options["model"] or model.path or model.name)
         if not self.model_name:
             raise ConfigError("the openai backend needs a model name (ModelSpec.path or the model option)")
-        self.api = str(options.get("api", "completions"))
-        if self.api not in APIS:
-            raise _option_error("api", " or ".join(APIS), self.api)
-        self.api_key = options.get("api_key") or os.environ.get(API_KEY_ENV) or None
-        self.timeout = float(_number(options, "timeout_s", 120, 0))
-        self.max_retries = int(_number(options, "max_retries", 2, 0, integer=True))
-        self.concurrency = int(_number(options, "concurrency", 1, 1, integer=True))
-        penalty_fields = options.get("penalty_fields", PENALTY_FIELDS)
-        if isinstance(penalty_fields, str) or not all(isinstance(f, str) for f in penalty_fields):
-            raise _option_error("penalty_fields", "a list of field names", penalty_fields)
-        self.penalty_fields = tuple(penalty_fields)
-        if not isinstance(options.get("extra_body") or {}, dict):
-            raise _option_error("extra_body", "a table of request fields", options["extra_body"])
-        self.extra_body = dict(options.get("extra_body") or {})
-        self.stream = parse_flag(options.get("stream", True))
+        self.api = options["api"]
+        self.api_key = options["api_key"] or os.environ.get(API_KEY_ENV) or None
+        self.timeout = options["timeout_s"]
+        self.max_retries = options["max_retries"]
+        self.concurrency = options["concurrency"]
+        self.penalty_fields = tuple(options["penalty_fields"])
+        self.extra_body = dict(options["extra_body"] or {})
+        self.stream = options["stream"]
         self.model = model
         self.retries = 0
         self._tokenize_route: str | None = None
@@ -359,5 +351,5 @@ def factory(model: ModelSpec, options: dict | None = None) -> OpenAIBackend:
 
 @hookimpl
 def register_backends(register):
-    register("openai", factory, runs=("server",), concurrent=True,
+    register("openai", factory, runs=("server",), concurrent=True, options=OPTIONS,
              description="any OpenAI-compatible server (official openai client, async, streamed)")
