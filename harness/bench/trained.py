@@ -23,23 +23,34 @@ def _lora(results: Results | None) -> StageBlock | None:
     return results.stages.get("lora") if results is not None else None
 
 
-def run_targets(run_dir: Path, results: Results, registry, verify: bool = True, gguf_backend: str | None = None
-                ) -> list[Target]:
+def run_targets(run_dir: Path, results: Results, registry, verify: bool = True, gguf_backend: str | None = None,
+                engines: Sequence[str] = ()) -> list[Target]:
     """The run's trained student on every engine it was exported for: the merged Hugging Face model
     (or base model plus adapter) on the engine that loads Hugging Face folders, each exported GGUF
     model on the one that loads GGUF files (``gguf_backend`` when given). A run exported without GGUF
-    files is benchmarked on the first only."""
+    files is benchmarked on the first only. Each of ``engines`` (other engines that load Hugging Face
+    folders, e.g. ``vllm``) gets the merged model too, and the base model with the unmerged adapter
+    (``ENGINE:adapter``) when the run kept both."""
     folder = RunDir(run_dir)
     hf = registry.engine_for("hf").name
     export, lora = results.export, _lora(results)
     who = lora.who if lora is not None else None
     merged = export.merged_dir if export is not None else None
+    adapter_dir = None
+    if who is not None and who.path and who.adapter:
+        adapter_dir = folder.adapter if folder.adapter.is_dir() else folder.resolve(who.adapter)
     targets = []
     if merged:
         targets.append(Target(hf, hf, ModelSpec(str(folder.resolve(merged))), {}))
-    elif who is not None and who.path and who.adapter:
-        adapter_dir = folder.adapter if folder.adapter.is_dir() else folder.resolve(who.adapter)
+    elif adapter_dir is not None:
         targets.append(Target(hf, hf, ModelSpec(who.path, adapter=str(adapter_dir)), {}))
+    for name in engines:
+        engine = registry.engine_for("hf", name).name
+        if merged:
+            targets.append(Target(engine, engine, ModelSpec(str(folder.resolve(merged))), {}))
+        if adapter_dir is not None:
+            label = f"{engine}:adapter" if merged else engine
+            targets.append(Target(label, engine, ModelSpec(who.path, adapter=str(adapter_dir)), {}))
     files = export.files if export is not None else {}
     adapters = [e for e in files.values() if e.kind == "lora"]
     adapter = str(_checked(folder, adapters[0].path, adapters[0].sha256, verify)) if adapters else None

@@ -77,14 +77,17 @@ def export_command(source: Path, adapter: Path | None, out_dir: Path | None, qua
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--threads", type=int, default=None, help="llama.cpp threads (default: half the cores).")
 @click.option("--gguf-backend", help="Backend for the GGUF files (default: one that loads GGUF, this project's first).")
+@click.option("--engine", "engines", multiple=True, metavar="BACKEND",
+              help="Another engine that loads Hugging Face folders (e.g. vllm), compared with transformers on "
+                   "the same model and adapter; repeatable.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the parity report (JSON) here.")
 @click.pass_obj
 def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | None, task_name: str,
                    preset: str, split: str, n: int, max_new_tokens: int, threads: int | None,
-                   gguf_backend: str | None, out_file: Path | None) -> None:
-    """Compare a student on transformers with its GGUF exports on llama.cpp: prompt tokens, answers,
-    texts, accuracy and an exact McNemar test.
+                   gguf_backend: str | None, engines: tuple[str, ...], out_file: Path | None) -> None:
+    """Compare a student on transformers with its GGUF exports on llama.cpp (and with the same model
+    on other engines, --engine vllm): prompt tokens, answers, texts, accuracy and an exact McNemar test.
 
     SOURCE is a run directory (its student, adapter/ and export/) or a Hugging Face model directory.
     Prompts are the task's student prompts without a strategy and without a chat template: the
@@ -104,16 +107,21 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
         raise LrlError(f"--threads must be a positive number of threads, got {threads}")
     if out_file is not None:
         check_writable(out_file)  # refused now, not after the measurement
-    model_dir, adapter, ggufs = parity_sources(source, ggufs, adapter)
+    model_dir, adapter, ggufs = parity_sources(source, ggufs, adapter, optional=bool(engines))
     task = obj.task(task_name)
     problems = task.problems(preset, split, n=n)
     prompts = student_prompts(task, problems)
     registry = obj.registry
-    hf_engine, gguf_engine = registry.engine_for("hf"), registry.engine_for("gguf", gguf_backend)
+    hf_engine = registry.engine_for("hf")
+    gguf_engine = registry.engine_for("gguf", gguf_backend) if ggufs else None
+    others = [registry.engine_for("hf", name).name for name in engines]  # an unknown name fails before loading
     options = {"n_threads": threads} if threads else {}
+    student = ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None)
     with contextlib.ExitStack() as stack:
-        backends = {hf_engine.name: stack.enter_context(registry.open_backend(
-            hf_engine.name, ModelSpec(path=str(model_dir), adapter=str(adapter) if adapter else None)))}
+        backends = {hf_engine.name: stack.enter_context(registry.open_backend(hf_engine.name, student))}
+        for name in others:
+            if name != hf_engine.name:
+                backends[name] = stack.enter_context(registry.open_backend(name, student))
         for gguf in ggufs:
             backends[gguf.stem] = stack.enter_context(
                 registry.open_backend(gguf_engine.name, ModelSpec(path=str(gguf)), options))
@@ -167,10 +175,18 @@ def parity_command(obj, source: Path, ggufs: tuple[Path, ...], adapter: Path | N
               help="Order in which the targets are measured (recorded in the results).")
 @click.option("--isolate/--in-process", default=True, show_default=True,
               help="Measure each target in its own process (its own load time, peak RSS and warm state).")
+@click.option("--engine", "engines", multiple=True, metavar="BACKEND",
+              help="With --run: the trained student also on this engine that loads Hugging Face folders "
+                   "(e.g. vllm): the merged model, and the unmerged adapter as ENGINE:adapter; repeatable.")
+@click.option("--dataset-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the prompts as JSONL for `vllm bench serve --dataset-name custom "
+                   "--skip-chat-template` (prompt as rendered, output_tokens = the generation limit); with no "
+                   "target, only that file is written.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_context
 def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_file, warmup, repeats,
-                  max_new_tokens, concurrency, request_rate, slo, threads_text, seed, order, isolate, quiet):
+                  max_new_tokens, concurrency, request_rate, slo, threads_text, seed, order, isolate, engines,
+                  dataset_out, quiet):
     """Measure accuracy, latency, throughput and memory of one model on several backends."""
     from dataclasses import replace
 
@@ -216,8 +232,11 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
         problems = task.problems(preset, split, n, seed_of_split)
     targets = [parse_target(t) for t in target_texts]
     strategy = None
+    if engines and not run_dir:
+        raise ConfigError("--engine adds the run's student on another engine: give --run (or use --target)")
     if run_dir:
-        targets = run_targets(run_dir, run, registry, gguf_backend=config.get("gguf_backend")) + targets
+        targets = run_targets(run_dir, run, registry, gguf_backend=config.get("gguf_backend"),
+                              engines=engines) + targets
         strategy = run_strategy(run)
     prompts = student_prompts(task, problems, strategy, run_render(run_dir, run) if run_dir else None)
     ui = UI(quiet=quiet)
@@ -228,6 +247,11 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     settings = run_settings(run)
     if max_new_tokens:
         settings = replace(settings, max_new_tokens=max_new_tokens)
+    if dataset_out:
+        write_serving_dataset(dataset_out, prompts, settings)
+        ui.say(f"wrote {len(prompts)} prompts to {dataset_out} (vllm bench serve --dataset-name custom)")
+        if not targets:
+            return
     bench = run_bench(registry, task, problems, targets, warmup=warmup, repeats=repeats, progress=ui.task,
                       settings=settings, strategy=strategy, prompts=prompts, preset=preset, split=split,
                       levels=levels, slo=slo_limits, seed=seed, isolate=isolate, order=order, threads=threads)
@@ -237,6 +261,17 @@ def bench_command(ctx, task_name, preset, split, n, target_texts, run_dir, out_f
     write_results(out_file, results)  # checked against the schema as it is written
     print_tables(benchmark_tables(results))
     click.echo(f"wrote {out_file}")
+
+
+def write_serving_dataset(path: Path, prompts, settings) -> None:
+    """The prompts as vLLM's benchmark reads a custom dataset: one JSON object a line, ``prompt`` as the
+    model is given it (so ``--skip-chat-template``) and ``output_tokens``, the generation limit."""
+    import json
+
+    from lrl_harness.results.files import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps({"prompt": p, "output_tokens": settings.max_new_tokens}) + "\n"
+                             for p in prompts))
 
 
 def _registry(ctx: click.Context):

