@@ -153,3 +153,14 @@ def test_split_spec_keeps_colons_of_target_labels():
     assert split_spec(f"{COUNT_BENCH}:llamacpp:q8_0") == (COUNT_BENCH, "llamacpp:q8_0")
     assert split_spec(str(COUNT)) == (COUNT, None)
     assert split_spec("missing.json:lora") == (Path("missing.json"), "lora")
+
+
+def test_the_seed_run_pairs_with_every_kept_answer_of_the_original(task_of):
+    """The committed seed-split run answered the original's 150 test problems: every answer the trimmed
+    copy keeps (10 of Claude's, 11 of Qwen's) finds its problem."""
+    seed = ROOT / "results" / "smollm2-seed" / "results.json"
+    comparison = compare_files([f"{seed}:lora", f"{ORIGINAL}:lrl", f"{ORIGINAL}:lora"], task_of)
+    student_claude, student_qwen, _ = comparison.pairs
+    assert (student_claude.paired, student_claude.only_in_b) == (10, 0)
+    assert (student_qwen.paired, student_qwen.only_in_b) == (11, 0)
+    assert comparison.blocks[0].total == 150 and comparison.blocks[0].preset == "seed"
