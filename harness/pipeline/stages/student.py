@@ -134,8 +134,9 @@ def transfer_data(run: Run, prompt_strategy: str | None, test: list[Problem]) ->
     fmt = cfg.transfer_format or student.transfer_format
     n = cfg.transfer_n or student.transfer_examples
     draw = cfg.transfer_draw or "balanced"  # "original": the preset's own draw, test problems included
+    # ``draw`` is passed only when it is not the default, so a task written before it existed keeps working
     examples = run.task.transfer_examples(prompt_strategy, fmt, n, cfg.transfer_seed, cfg.preset, exclude=test,
-                                          draw=draw)
+                                          **({"draw": draw} if draw != "balanced" else {}))
     seen = {describe(run.task, p) for p in test}
     overlap = sum(describe(run.task, Problem(e["id"], e["difficulty"], e["data"], e["expected"])) in seen
                   for e in examples)
