@@ -164,3 +164,20 @@ def test_the_seed_run_pairs_with_every_kept_answer_of_the_original(task_of):
     assert (student_claude.paired, student_claude.only_in_b) == (10, 0)
     assert (student_qwen.paired, student_qwen.only_in_b) == (11, 0)
     assert comparison.blocks[0].total == 150 and comparison.blocks[0].preset == "seed"
+
+
+def test_the_headline_comparison_reproduces_from_committed_files(task_of):
+    """The README's headline: the seed-split SmolLM2 student against the original's published answers
+    (the whole file, tests/data/original_results.json), every one of the 150 test problems paired."""
+    seed = ROOT / "results" / "smollm2-seed" / "results.json"
+    full = ROOT / "tests" / "data" / "original_results.json"
+    comparison = compare_files([f"{seed}:lora", f"{full}:lrl", f"{full}:lora"], task_of)
+    claude, qwen, _ = comparison.pairs
+    assert (claude.paired, claude.only_a_correct, claude.only_b_correct) == (150, 13, 3)
+    assert claude.mcnemar_p == pytest.approx(0.0213, abs=1e-4)
+    assert claude.side_b.accuracy == pytest.approx(0.900)
+    assert claude.side_b.balanced_accuracy == pytest.approx(0.895, abs=1e-3)
+    low, high = claude.balanced_accuracy_difference.ci95
+    assert low < 0 < high  # balanced accuracy: no difference the data can show
+    assert (qwen.paired, qwen.only_a_correct, qwen.only_b_correct) == (150, 18, 2)
+    assert qwen.side_b.balanced_accuracy == pytest.approx(0.513, abs=1e-3)
