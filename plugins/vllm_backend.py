@@ -13,7 +13,9 @@ once imported, vLLM's own ``current_platform`` decides.
   With one engine process (tensor x pipeline parallel 1) the engine runs inside this process on
   torch's threads: no process is spawned, so no ``if __name__ == "__main__":`` is needed and
   ``lrl bench --threads`` sets its threads like the transformers backend's. Parallel engines use
-  vLLM's ``mp`` executor (spawned workers, each bound to its own cores).
+  vLLM's ``mp`` executor (spawned workers, each bound to its own cores). Closing an in-process
+  engine tears down vLLM's process-wide parallel state: open such engines one after another, not
+  side by side.
 
 Prompts arrive rendered (the harness applied the student's chat template) and are given to vLLM as
 token ids made by the same function as the transformers backend's (``encode_prompt``: no second
@@ -254,7 +256,14 @@ def check_model_folder(path: str) -> None:
                           "delete quantization_config from config.json")
 
 
+_OPEN_IN_PROCESS: set[int] = set()
+"""The in-process engines (CPU build, one shard) open in this process, by id of their backend."""
+_KEPT: list = []
+"""Closed in-process engines not yet released (see ``VllmBackend.close``)."""
+
+
 class VllmBackend:
+    _in_process = False
     name = "vllm"
 
     def __init__(self, model: ModelSpec, options: dict | None = None):
@@ -321,6 +330,9 @@ class VllmBackend:
         finally:  # vLLM's CPU worker replaces it with a no-op in the process it runs in
             torch.set_num_threads = set_num_threads
         self.load_s = time.perf_counter() - started
+        if engine_args.get("distributed_executor_backend") == "uni" and on_cpu:
+            self._in_process = True
+            _OPEN_IN_PROCESS.add(id(self))
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_token_ids = _stop_token_ids(self.llm, self.tokenizer)
 
@@ -369,9 +381,20 @@ class VllmBackend:
         return info
 
     def close(self) -> None:
-        self.llm = None
+        """Release the engine. vLLM's in-process engines share this process's distributed state, and
+        releasing one tears that state down for all of them (the next ``generate`` of another open one
+        fails: "pipeline model parallel group is not initialized"). So while another in-process engine
+        is open, a closed one is kept, and released with the last."""
         import gc
 
+        llm, self.llm = self.llm, None
+        if self._in_process:
+            _OPEN_IN_PROCESS.discard(id(self))
+            if _OPEN_IN_PROCESS:
+                _KEPT.append(llm)
+                return
+            _KEPT.clear()
+        del llm
         gc.collect()
 
 
