@@ -73,11 +73,32 @@ def engine(registry, smollm2):
 
 
 @pytest.fixture(scope="session")
+def raw_answers(engine, problems_and_prompts):
+    """The engine's answers to the task's prompts as written (no chat template), what ``lrl bench``
+    sends without --run."""
+    task, problems, _ = problems_and_prompts
+    return engine.generate([task.student_prompt(p) for p in problems], SETTINGS)
+
+
+@pytest.fixture(scope="session")
 def reference(registry, smollm2, problems_and_prompts):
     """The transformers backend's answers to the same prompts."""
     _, _, prompts = problems_and_prompts
     with registry.open_backend("transformers", ModelSpec(path=smollm2)) as backend:
         return [backend.tokenize(p) for p in prompts], backend.generate(prompts, SETTINGS)
+
+
+def test_closing_one_in_process_engine_leaves_another_working(registry, smollm2, engine, problems_and_prompts):
+    """vLLM's in-process engines share the process's distributed state; releasing one used to tear it
+    down for the others ("pipeline model parallel group is not initialized")."""
+    import gc
+
+    _, _, prompts = problems_and_prompts
+    before = engine.generate(prompts[:1], SETTINGS)[0].text
+    with registry.open_backend("vllm", ModelSpec(path=smollm2), {"kv_cache_gb": 0.5}) as other:
+        assert other.generate(prompts[:1], SETTINGS)[0].text == before
+    gc.collect()
+    assert engine.generate(prompts[:1], SETTINGS)[0].text == before
 
 
 def test_cpu_platform_in_this_process(engine):
@@ -87,7 +108,7 @@ def test_cpu_platform_in_this_process(engine):
     assert info["engine"]["kv_cache_memory_bytes"] == 2**30  # not 90% of the machine
 
 
-def test_same_token_ids_and_greedy_texts_as_transformers(engine, reference, problems_and_prompts):
+def test_same_token_ids_and_greedy_texts_as_transformers(engine, reference, problems_and_prompts, raw_answers):
     _, _, prompts = problems_and_prompts
     ids, expected = reference
     assert [engine.tokenize(p) for p in prompts] == ids
@@ -216,7 +237,7 @@ def server(smollm2, tmp_path_factory):
         log.close()
 
 
-def test_lrl_bench_under_load_against_vllms_server(server, engine, problems_and_prompts, tmp_path):
+def test_lrl_bench_under_load_against_vllms_server(server, raw_answers, tmp_path):
     from lrl_harness.cli.app import main
 
     out = tmp_path / "load.json"
@@ -231,9 +252,7 @@ def test_lrl_bench_under_load_against_vllms_server(server, engine, problems_and_
         assert load["output_tokens_per_s"] > 0 and load["ttft"]["p50_s"] > 0 and load["itl"]["p50_s"] > 0
     # the server (float32, text prompts tokenised by the server) answers as the offline engine does;
     # without --run the bench sends the task's prompts as written (no chat template)
-    task, problems, _ = problems_and_prompts
-    expected = engine.generate([task.student_prompt(p) for p in problems], SETTINGS)
-    assert [r["response"] for r in levels["c=1"]["results"]] == [c.text for c in expected]
+    assert [r["response"] for r in levels["c=1"]["results"]] == [c.text for c in raw_answers]
     assert levels["c=4"]["load"]["peak_in_flight"] > 1
     rate = tmp_path / "rate.json"
     assert main(["bench", "--quiet", "--n", str(N), "--warmup", "0", "--max-new-tokens", "16",
