@@ -13,9 +13,9 @@ once imported, vLLM's own ``current_platform`` decides.
   With one engine process (tensor x pipeline parallel 1) the engine runs inside this process on
   torch's threads: no process is spawned, so no ``if __name__ == "__main__":`` is needed and
   ``lrl bench --threads`` sets its threads like the transformers backend's. Parallel engines use
-  vLLM's ``mp`` executor (spawned workers, each bound to its own cores). Closing an in-process
-  engine tears down vLLM's process-wide parallel state: open such engines one after another, not
-  side by side.
+  vLLM's ``mp`` executor (spawned workers, each bound to its own cores). In-process engines share
+  vLLM's process-wide parallel state, which releasing one tears down: a closed one is kept while
+  another is open (``close``).
 
 Prompts arrive rendered (the harness applied the student's chat template) and are given to vLLM as
 token ids made by the same function as the transformers backend's (``encode_prompt``: no second
