@@ -323,12 +323,14 @@ class VllmBackend:
         import torch
 
         set_num_threads = torch.set_num_threads
-        import vllm.envs
-
-        if hasattr(vllm.envs, "disable_envs_cache"):
+        try:
+            from vllm import envs as vllm_envs
+        except ImportError:  # a vLLM without the envs module
+            vllm_envs = None
+        if hasattr(vllm_envs, "disable_envs_cache"):
             # an engine started earlier in this process froze vLLM's reading of its environment
             # variables (enable_envs_cache); the ones set above must be read afresh
-            vllm.envs.disable_envs_cache()
+            vllm_envs.disable_envs_cache()
         try:
             self.llm = vllm.LLM(**engine_args)
         except (ValueError, RuntimeError, OSError) as exc:
