@@ -29,7 +29,6 @@ class Envelope:
     backend: Any
     info: dict
     load_s: float
-    started: float
     elapsed_s: float = 0.0
     memory: dict = field(default_factory=dict)
 
@@ -45,7 +44,7 @@ def measurement(registry, target: Target, prompts: Sequence[str], settings: Gene
     rss_before = current_rss_mib()
     started = time.perf_counter()
     with registry.open_backend(target.backend, target.model, target.options) as backend:
-        envelope = Envelope(backend, {}, time.perf_counter() - started, started)
+        envelope = Envelope(backend, {}, time.perf_counter() - started)
         envelope.info = backend.info()
         if on_warmup is not None:
             on_warmup()

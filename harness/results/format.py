@@ -4,17 +4,9 @@ Kept apart from the pydantic models so that modules which only need a stage name
 """
 
 SCHEMA = "lrl-harness/results"
-
-
 SCHEMA_VERSION = 2
-
-
 READABLE_VERSIONS = (1, 2)
-
-
 STAGES = ("student_baseline", "teacher_baseline", "bootstrap", "lrl", "lora")
-
-
 STAGE_LABELS = {
     "student_baseline": "Student baseline",
     "teacher_baseline": "Teacher baseline",

@@ -257,6 +257,17 @@ class Run:
         self._started = time.perf_counter()
         self._elapsed_before = max(float(self.results.get("elapsed_s") or 0.0), self.folder.recorded_elapsed())
 
+    def scored(self, stage: str, records: list[dict]) -> None:
+        """Tell the observers (``problem_scored``) of each record just made, as the typed ``Record``;
+        nothing is built when no plugin observes."""
+        hook = self.pm.hook.problem_scored
+        if not hook.get_hookimpls():
+            return
+        from lrl_harness.results.records import Record
+
+        for r in records:
+            hook(stage=stage, record=Record.model_validate(r))
+
     def tick(self) -> float:
         """Seconds spent on this folder over every invocation so far, also kept in ``elapsed.json``
         after every batch, so time spent by an invocation that was killed still counts."""

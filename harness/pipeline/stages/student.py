@@ -12,7 +12,6 @@ from lrl_harness.api.contract import GenerationSettings, ModelSpec, Problem, Tea
 from lrl_harness.evaluation.ask import ask, describe, rendered, student_prompts, usage_of
 from lrl_harness.pipeline.stages.run import Run, StageOutput
 from lrl_harness.results.files import atomic_write_text, write_json
-from lrl_harness.results.records import Record
 
 CHUNK = 128
 """Problems per checkpointed call when a student answers: a killed run loses at most one chunk, and
@@ -85,8 +84,7 @@ def evaluate_student(run: Run, stage: str, problems: list[Problem], strategy: st
             first = len(records)  # each batch the backend finishes moves the count (a line in a log)
             for call in ask(backend, run.task, problems, prompts, settings, size=size, start=first,
                             progress=lambda done: advance(0, completed=first + done)):
-                for r in call.records:
-                    run.pm.hook.problem_scored(stage=stage, record=Record.model_validate(r))
+                run.scored(stage, call.records)
                 checkpoint.append({"batch": call.start // size + 1, "records": call.records,
                                    "elapsed_s": round(time.perf_counter() - batch_started, 6)})
                 run.tick()

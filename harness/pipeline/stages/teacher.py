@@ -9,7 +9,6 @@ from lrl_harness.api.contract import Problem, TeacherRequest, sha256_text
 from lrl_harness.evaluation.ask import make_records, usage_of
 from lrl_harness.pipeline.stages.run import Run, StageOutput
 from lrl_harness.results.files import atomic_write_text
-from lrl_harness.results.records import Record
 
 
 def teacher_baseline(run: Run) -> StageOutput:
@@ -97,8 +96,7 @@ def _batches(run: Run, stage: str, problems: list[Problem], strategy_for_batch, 
                 [TeacherRequest("solve", text, problem=p, context={"strategy": strategy})
                  for text, p in zip(prompts, batch)])
             batch_records = make_records(run.task, batch, prompts, completions)
-            for r in batch_records:
-                run.pm.hook.problem_scored(stage=stage, record=Record.model_validate(r))
+            run.scored(stage, batch_records)
             entry = {"batch": index + 1, "records": batch_records}
             if after_batch is not None:
                 state, usage = after_batch(index + 1, batch_records, dict(state))
