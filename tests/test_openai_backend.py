@@ -8,15 +8,12 @@ starlette-context, pydantic-settings).
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 
 import pytest
+from local_server import free_port, openai_server
 from lrl_harness import GenerationSettings, ModelSpec
 from lrl_harness.api.errors import BackendUnavailableError, ConfigError
 from lrl_harness_plugins.llamacpp_backend import LlamaCppBackend
@@ -31,12 +28,6 @@ TASK = MeetingRoomsTask()
 SETTINGS = GenerationSettings(max_new_tokens=20)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gguf(exported):
     return exported[1] / "model-f32.gguf"
@@ -44,38 +35,15 @@ def gguf(exported):
 
 @pytest.fixture(scope="module")
 def server(gguf, tmp_path_factory):
-    """``python -m llama_cpp.server`` on a free port; waits until /v1/models answers, then kills it."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "1024", "--n_threads", "1", "--n_threads_batch", "1",
-         "--logits_all", "false", "--model_alias", "tiny",
-         # Its default (true) aborts the streaming answer whenever another request arrives: under
-         # concurrent load 11 of 12 answers broke off. False queues requests instead.
-         "--interrupt_requests", "false"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"llama_cpp.server did not start: {log.read()[-2000:]}")
-                time.sleep(0.3)
+    """``python -m llama_cpp.server`` on a free port; waits until /v1/models answers, then stops it."""
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_ctx", "1024", "--n_threads", "1",
+               "--n_threads_batch", "1", "--logits_all", "false", "--model_alias", "tiny",
+               # Its default (true) aborts the streaming answer whenever another request arrives: under
+               # concurrent load 11 of 12 answers broke off. False queues requests instead.
+               "--interrupt_requests", "false"]
+    with openai_server(command, tmp_path_factory.mktemp("server") / "server.log", "llama_cpp.server",
+                       ready_s=90, poll_s=0.3, stop_s=15) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

