@@ -106,7 +106,8 @@ def _with_run_settings(command: click.Command) -> click.Command:
     """Every declared run setting as an option, after ``--config`` and ``--out``, before the run's switches."""
     from lrl_harness.pipeline.config import command_line_settings
 
-    command.params[2:2] = [_setting_option(f) for f in command_line_settings()]
+    after_out = next(i for i, param in enumerate(command.params) if param.name == "out") + 1
+    command.params[after_out:after_out] = [_setting_option(f) for f in command_line_settings()]
     return command
 
 
